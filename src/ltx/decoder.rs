@@ -28,14 +28,19 @@ fn read_frame_body(
         read_exact(r, &mut size, "page size prefix")?;
         let csize = u32::from_be_bytes(size);
         if csize > MAX_COMPRESSED_PAGE {
-            return Err(decompress_err(format!("compressed size {csize} is implausible")));
+            return Err(decompress_err(format!(
+                "compressed size {csize} is implausible"
+            )));
         }
         scratch.resize(csize as usize, 0);
         read_exact(r, scratch, "page data")?;
         let n = lz4_flex::block::decompress_into(scratch, page)
             .map_err(|e| decompress_err(e.to_string()))?;
         if n != page.len() {
-            return Err(decompress_err(format!("{n} bytes, expected {}", page.len())));
+            return Err(decompress_err(format!(
+                "{n} bytes, expected {}",
+                page.len()
+            )));
         }
         Ok((Some(size), 4 + u64::from(csize)))
     } else {
@@ -51,14 +56,21 @@ fn read_frame_body(
             }
             if filled == page.len() {
                 let mut extra = [0u8; 1];
-                if dec.read(&mut extra).map_err(|e| decompress_err(e.to_string()))? != 0 {
+                if dec
+                    .read(&mut extra)
+                    .map_err(|e| decompress_err(e.to_string()))?
+                    != 0
+                {
                     return Err(decompress_err("frame is larger than a page".into()));
                 }
                 break;
             }
         }
         if filled != page.len() {
-            return Err(decompress_err(format!("{filled} bytes, expected {}", page.len())));
+            return Err(decompress_err(format!(
+                "{filled} bytes, expected {}",
+                page.len()
+            )));
         }
         Ok((None, scratch.len() as u64))
     }
@@ -121,7 +133,9 @@ pub fn decode_page_frame(frame: &[u8], page_size: u32) -> Result<(u32, Vec<u8>)>
     let mut page = vec![0u8; page_size as usize];
     read_frame_body(&mut r, pgno, flags, &mut page, &mut Vec::new())?;
     if !r.is_empty() {
-        return Err(LtxError::BadIndex(format!("page {pgno} frame has trailing bytes")));
+        return Err(LtxError::BadIndex(format!(
+            "page {pgno} frame has trailing bytes"
+        )));
     }
     Ok((pgno, page))
 }
@@ -179,7 +193,10 @@ impl<R: Read> Decoder<R> {
         read_exact(&mut self.input, &mut head, "page header")?;
         let pgno = u32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
         let flags = u16::from_be_bytes(head[4..6].try_into().expect("2 bytes"));
-        let crc = self.crc.as_mut().ok_or(LtxError::Misuse("decoder failed earlier"))?;
+        let crc = self
+            .crc
+            .as_mut()
+            .ok_or(LtxError::Misuse("decoder failed earlier"))?;
         crc.update(&head);
         if pgno == 0 && flags == 0 {
             self.read_tail()?;
@@ -214,7 +231,10 @@ impl<R: Read> Decoder<R> {
 
     /// Reads the index and trailer after the end marker and checks them.
     fn read_tail(&mut self) -> Result<()> {
-        let mut crc = self.crc.take().ok_or(LtxError::Misuse("decoder failed earlier"))?;
+        let mut crc = self
+            .crc
+            .take()
+            .ok_or(LtxError::Misuse("decoder failed earlier"))?;
         let mut raw = Vec::new();
         let mut stored = PageIndex::default();
         loop {
@@ -241,7 +261,9 @@ impl<R: Read> Decoder<R> {
             )));
         }
         if stored != self.built_index {
-            return Err(LtxError::BadIndex("index does not match the page frames".into()));
+            return Err(LtxError::BadIndex(
+                "index does not match the page frames".into(),
+            ));
         }
         crc.update(&raw);
         crc.update(&size);
@@ -291,7 +313,10 @@ impl<R: Read> Decoder<R> {
             if u64::from(pgno) != u64::from(expected) {
                 // Only the lock page may be missing: write zeros there.
                 if pgno != expected + 1 || expected != super::lock_pgno(self.header.page_size) {
-                    return Err(LtxError::SnapshotIncomplete { expected, got: pgno });
+                    return Err(LtxError::SnapshotIncomplete {
+                        expected,
+                        got: pgno,
+                    });
                 }
                 out.seek(SeekFrom::Start((u64::from(expected) - 1) * page_size))?;
                 out.write_all(&vec![0u8; page_size as usize])?;

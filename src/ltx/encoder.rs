@@ -82,7 +82,10 @@ impl<W: Write> Encoder<W> {
         if h.is_snapshot() {
             let expected = self.next_snapshot_pgno(self.last_pgno);
             if pgno != expected {
-                return Err(LtxError::SnapshotIncomplete { expected, got: pgno });
+                return Err(LtxError::SnapshotIncomplete {
+                    expected,
+                    got: pgno,
+                });
             }
         } else if pgno <= self.last_pgno {
             return Err(LtxError::PageOutOfOrder {
@@ -129,7 +132,9 @@ impl<W: Write> Encoder<W> {
         }
         if h.commit == 0 && post_apply_checksum != CHECKSUM_FLAG {
             // ltx's rule: an empty database must carry the empty checksum, so it needs checksums.
-            return Err(LtxError::Misuse("a zero-page file needs database checksums"));
+            return Err(LtxError::Misuse(
+                "a zero-page file needs database checksums",
+            ));
         }
         let end_marker = [0u8; PAGE_HEADER_SIZE];
         let index = self.index.encode();

@@ -46,7 +46,13 @@ fn check_db_checksum(which: &'static str, value: u64, tracked: bool) -> Result<(
 
 impl Header {
     /// A header as Litestream writes it: no database checksums.
-    pub fn new(page_size: u32, commit: u32, min_txid: Txid, max_txid: Txid, timestamp: i64) -> Self {
+    pub fn new(
+        page_size: u32,
+        commit: u32,
+        min_txid: Txid,
+        max_txid: Txid,
+        timestamp: i64,
+    ) -> Self {
         Self {
             flags: HEADER_FLAG_NO_CHECKSUM,
             page_size,

@@ -61,13 +61,18 @@ impl PageIndex {
 
     fn index_size(tail: &[u8], file_size: u64) -> Result<u64> {
         let min_size = (HEADER_SIZE + super::PAGE_HEADER_SIZE) as u64 + 1 + INDEX_FOOTER;
-        if file_size < min_size || (tail.len() as u64) < INDEX_FOOTER || tail.len() as u64 > file_size {
+        if file_size < min_size
+            || (tail.len() as u64) < INDEX_FOOTER
+            || tail.len() as u64 > file_size
+        {
             return Err(LtxError::Truncated("file too small for a page index"));
         }
         let at = tail.len() - INDEX_FOOTER as usize;
         let index_size = u64::from_be_bytes(tail[at..at + 8].try_into().expect("8 bytes"));
         if index_size == 0 || index_size > file_size - INDEX_FOOTER - HEADER_SIZE as u64 {
-            return Err(LtxError::BadIndex(format!("index size {index_size} does not fit the file")));
+            return Err(LtxError::BadIndex(format!(
+                "index size {index_size} does not fit the file"
+            )));
         }
         Ok(index_size)
     }
@@ -79,7 +84,9 @@ impl PageIndex {
         let tail_start = file_size - tail.len() as u64;
         let start = file_size - INDEX_FOOTER - index_size;
         if start < tail_start {
-            return Err(LtxError::BadIndex("tail does not contain the whole index".into()));
+            return Err(LtxError::BadIndex(
+                "tail does not contain the whole index".into(),
+            ));
         }
         let body = &tail[(start - tail_start) as usize..tail.len() - INDEX_FOOTER as usize];
         Self::parse_entries(body, start)

@@ -11,12 +11,12 @@ mod index;
 mod merge;
 mod varint;
 
-pub use checksum::{crc64, page_checksum, DatabaseChecksum, Crc64};
+pub use checksum::{crc64, page_checksum, Crc64, DatabaseChecksum};
 pub use decoder::{decode_page_frame, Decoder};
 pub use encoder::{EncodeSummary, Encoder};
 pub use error::LtxError;
 pub use header::{Header, Trailer};
-pub use index::{PageIndex, PageIndexEntry, IndexLocation};
+pub use index::{IndexLocation, PageIndex, PageIndexEntry};
 pub use merge::{check_contiguous, merge, MergeSummary};
 
 /// File magic shared by LTX versions 2 and 3.
@@ -58,9 +58,11 @@ pub fn parse_file_name(name: &str) -> Option<(Txid, Txid)> {
     let stem = name.strip_suffix(".ltx")?;
     let (min, max) = stem.split_once('-')?;
     let hex16 = |s: &str| {
-        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| u64::from_str_radix(s, 16).ok())
-            .flatten()
+        (s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
     };
     Some((hex16(min)?, hex16(max)?))
 }

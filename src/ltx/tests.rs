@@ -18,7 +18,9 @@ fn vector_files() -> Vec<(PathBuf, Txid, Txid)> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if let Some((min, max)) = parse_file_name(p.file_name().unwrap().to_str().unwrap()) {
+            } else if let Some((min, max)) =
+                parse_file_name(p.file_name().unwrap().to_str().unwrap())
+            {
                 out.push((p, min, max));
             }
         }
@@ -48,16 +50,32 @@ fn crc64_is_go_iso() {
 #[test]
 fn file_names_round_trip_and_reject_uppercase() {
     assert_eq!(file_name(1, 0x1d), "0000000000000001-000000000000001d.ltx");
-    assert_eq!(parse_file_name("0000000000000001-000000000000001d.ltx"), Some((1, 0x1d)));
-    assert_eq!(parse_file_name("0000000000000001-000000000000001D.ltx"), None);
-    assert_eq!(parse_file_name("000000000000001-000000000000001d.ltx"), None);
-    assert_eq!(parse_file_name("0000000000000001-000000000000001d.ltx.tmp"), None);
+    assert_eq!(
+        parse_file_name("0000000000000001-000000000000001d.ltx"),
+        Some((1, 0x1d))
+    );
+    assert_eq!(
+        parse_file_name("0000000000000001-000000000000001D.ltx"),
+        None
+    );
+    assert_eq!(
+        parse_file_name("000000000000001-000000000000001d.ltx"),
+        None
+    );
+    assert_eq!(
+        parse_file_name("0000000000000001-000000000000001d.ltx.tmp"),
+        None
+    );
 }
 
 #[test]
 fn every_litestream_vector_decodes_and_verifies() {
     let files = vector_files();
-    assert!(files.len() >= 30, "expected the whole vector set, found {}", files.len());
+    assert!(
+        files.len() >= 30,
+        "expected the whole vector set, found {}",
+        files.len()
+    );
     for (path, min, max) in files {
         let bytes = std::fs::read(&path).unwrap();
         let (h, pages, trailer) =
@@ -69,12 +87,20 @@ fn every_litestream_vector_decodes_and_verifies() {
         assert!(pages.iter().all(|(p, _)| *p <= h.commit));
         if h.is_snapshot() {
             let pgnos: Vec<u32> = pages.iter().map(|(p, _)| *p).collect();
-            assert_eq!(pgnos, (1..=h.commit).collect::<Vec<_>>(), "{}", path.display());
+            assert_eq!(
+                pgnos,
+                (1..=h.commit).collect::<Vec<_>>(),
+                "{}",
+                path.display()
+            );
         }
         // Random access agrees with streaming.
         let tail_len = bytes.len().min(ESTIMATED_PAGE_INDEX_SIZE as usize);
         let tail = &bytes[bytes.len() - tail_len..];
-        assert_eq!(PageIndex::locate(tail, bytes.len() as u64).unwrap(), IndexLocation::InTail);
+        assert_eq!(
+            PageIndex::locate(tail, bytes.len() as u64).unwrap(),
+            IndexLocation::InTail
+        );
         let index = PageIndex::parse_tail(tail, bytes.len() as u64).unwrap();
         assert_eq!(index.entries.len(), pages.len());
         for (entry, (pgno, data)) in index.entries.iter().zip(&pages) {
@@ -87,10 +113,9 @@ fn every_litestream_vector_decodes_and_verifies() {
 
 #[test]
 fn annotated_vector_header_fields() {
-    let bytes = std::fs::read(
-        testdata().join("file-replica/ltx/0/0000000000000002-0000000000000002.ltx"),
-    )
-    .unwrap();
+    let bytes =
+        std::fs::read(testdata().join("file-replica/ltx/0/0000000000000002-0000000000000002.ltx"))
+            .unwrap();
     let (h, pages, t) = decode_all(&bytes).unwrap();
     assert_eq!(bytes.len(), 247);
     assert_eq!(h.commit, 4);
@@ -104,7 +129,8 @@ fn annotated_vector_header_fields() {
 }
 
 fn open_vector(rel: &str) -> Decoder<std::fs::File> {
-    Decoder::new(std::fs::File::open(testdata().join("file-replica/ltx").join(rel)).unwrap()).unwrap()
+    Decoder::new(std::fs::File::open(testdata().join("file-replica/ltx").join(rel)).unwrap())
+        .unwrap()
 }
 
 fn restore_to_vec(inputs: &[&str]) -> Vec<u8> {
@@ -113,18 +139,23 @@ fn restore_to_vec(inputs: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.db");
     let mut f = std::fs::File::create(&path).unwrap();
-    Decoder::new(&merged[..]).unwrap().decode_database_to(&mut f).unwrap();
+    Decoder::new(&merged[..])
+        .unwrap()
+        .decode_database_to(&mut f)
+        .unwrap();
     std::fs::read(&path).unwrap()
 }
 
 #[test]
 fn rebuilds_litestream_restores_byte_for_byte() {
-    let expected_1d = std::fs::read(testdata().join("expected-db/restore-txid-000000000000001d.db")).unwrap();
+    let expected_1d =
+        std::fs::read(testdata().join("expected-db/restore-txid-000000000000001d.db")).unwrap();
     let got = restore_to_vec(&["9/0000000000000001-000000000000001d.ltx"]);
     assert_eq!(got.len(), expected_1d.len());
     assert!(got == expected_1d, "restore of 0x1d differs");
 
-    let expected_25 = std::fs::read(testdata().join("expected-db/restore-txid-0000000000000025.db")).unwrap();
+    let expected_25 =
+        std::fs::read(testdata().join("expected-db/restore-txid-0000000000000025.db")).unwrap();
     let got = restore_to_vec(&[
         "9/0000000000000001-000000000000001d.ltx",
         "1/000000000000001e-0000000000000020.ltx",
@@ -135,8 +166,14 @@ fn rebuilds_litestream_restores_byte_for_byte() {
     assert!(got == expected_25, "restore of 0x25 differs");
 
     // Database checksums computed independently (testdata README).
-    assert_eq!(DatabaseChecksum::of_database(&expected_1d, 4096).value(), 0xea9616dfbfc78ed2);
-    assert_eq!(DatabaseChecksum::of_database(&expected_25, 4096).value(), 0xaa9721d1b541106e);
+    assert_eq!(
+        DatabaseChecksum::of_database(&expected_1d, 4096).value(),
+        0xea9616dfbfc78ed2
+    );
+    assert_eq!(
+        DatabaseChecksum::of_database(&expected_25, 4096).value(),
+        0xaa9721d1b541106e
+    );
 }
 
 #[test]
@@ -147,15 +184,25 @@ fn merge_matches_litestream_compaction() {
         "0/0000000000000024-0000000000000024.ltx",
         "0/0000000000000025-0000000000000025.ltx",
     ];
-    let (merged, summary) = merge(inputs.iter().map(|r| open_vector(r)).collect(), Vec::new()).unwrap();
+    let (merged, summary) =
+        merge(inputs.iter().map(|r| open_vector(r)).collect(), Vec::new()).unwrap();
     let ours = decode_all(&merged).unwrap();
-    let theirs_bytes = std::fs::read(testdata().join("file-replica/ltx/1/0000000000000023-0000000000000025.ltx")).unwrap();
+    let theirs_bytes =
+        std::fs::read(testdata().join("file-replica/ltx/1/0000000000000023-0000000000000025.ltx"))
+            .unwrap();
     let theirs = decode_all(&theirs_bytes).unwrap();
     assert_eq!(ours.0, theirs.0, "headers differ");
     assert_eq!(ours.1, theirs.1, "pages differ");
     assert_eq!(summary.pages, 5);
     // The checksum covers uncompressed data: equal whenever compressed sizes are equal.
-    let sizes = |b: &[u8]| PageIndex::parse_tail(b, b.len() as u64).unwrap().entries.iter().map(|e| e.size).collect::<Vec<_>>();
+    let sizes = |b: &[u8]| {
+        PageIndex::parse_tail(b, b.len() as u64)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.size)
+            .collect::<Vec<_>>()
+    };
     if sizes(&merged) == sizes(&theirs_bytes) {
         assert_eq!(ours.2, theirs.2);
     }
@@ -163,22 +210,46 @@ fn merge_matches_litestream_compaction() {
 
 #[test]
 fn contiguity_is_enforced() {
-    let gap = ["9/0000000000000001-0000000000000004.ltx", "1/000000000000001e-0000000000000020.ltx"];
+    let gap = [
+        "9/0000000000000001-0000000000000004.ltx",
+        "1/000000000000001e-0000000000000020.ltx",
+    ];
     let err = merge(gap.iter().map(|r| open_vector(r)).collect(), Vec::new()).unwrap_err();
-    assert!(matches!(err, LtxError::NonContiguous { prev_max: 4, next_min: 0x1e, .. }), "{err}");
-    let backwards = ["1/000000000000001e-0000000000000020.ltx", "9/0000000000000001-000000000000001d.ltx"];
+    assert!(
+        matches!(
+            err,
+            LtxError::NonContiguous {
+                prev_max: 4,
+                next_min: 0x1e,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let backwards = [
+        "1/000000000000001e-0000000000000020.ltx",
+        "9/0000000000000001-000000000000001d.ltx",
+    ];
     assert!(matches!(
-        merge(backwards.iter().map(|r| open_vector(r)).collect(), Vec::new()),
+        merge(
+            backwards.iter().map(|r| open_vector(r)).collect(),
+            Vec::new()
+        ),
         Err(LtxError::NonContiguous { .. })
     ));
-    assert!(matches!(merge::<&[u8], _>(vec![], Vec::new()), Err(LtxError::NoInputs)));
+    assert!(matches!(
+        merge::<&[u8], _>(vec![], Vec::new()),
+        Err(LtxError::NoInputs)
+    ));
 }
 
 /// Compressed bytes are not checksummed (LTX hashes the decompressed page), so a flip there
 /// may decode to the very same page: harmless. What must never happen is different data.
 #[test]
 fn no_single_byte_corruption_yields_wrong_data() {
-    let bytes = std::fs::read(testdata().join("file-replica/ltx/0/0000000000000002-0000000000000002.ltx")).unwrap();
+    let bytes =
+        std::fs::read(testdata().join("file-replica/ltx/0/0000000000000002-0000000000000002.ltx"))
+            .unwrap();
     let original = decode_all(&bytes).unwrap();
     let mut detected = 0;
     for i in 0..bytes.len() {
@@ -187,13 +258,22 @@ fn no_single_byte_corruption_yields_wrong_data() {
             bad[i] ^= bit;
             match decode_all(&bad) {
                 Err(_) => detected += 1,
-                Ok(got) => assert_eq!(got.1, original.1, "flip of bit {bit:#x} at byte {i} changed the data"),
+                Ok(got) => assert_eq!(
+                    got.1, original.1,
+                    "flip of bit {bit:#x} at byte {i} changed the data"
+                ),
             }
         }
     }
-    assert!(detected > bytes.len(), "only {detected} corruptions detected");
+    assert!(
+        detected > bytes.len(),
+        "only {detected} corruptions detected"
+    );
     for len in 0..bytes.len() {
-        assert!(decode_all(&bytes[..len]).is_err(), "truncation to {len} went unnoticed");
+        assert!(
+            decode_all(&bytes[..len]).is_err(),
+            "truncation to {len} went unnoticed"
+        );
     }
 }
 
@@ -202,19 +282,92 @@ fn header_rules_are_typed_errors() {
     let good = Header::new(4096, 3, 2, 2, 1);
     assert!(good.validate().is_ok());
     let cases: Vec<(Header, fn(&LtxError) -> bool)> = vec![
-        (Header { flags: 1, ..good }, |e| matches!(e, LtxError::BadFlags(1))),
-        (Header { page_size: 1000, ..good }, |e| matches!(e, LtxError::BadPageSize(1000))),
-        (Header { page_size: 256, ..good }, |e| matches!(e, LtxError::BadPageSize(256))),
-        (Header { page_size: 131072, ..good }, |e| matches!(e, LtxError::BadPageSize(_))),
-        (Header { min_txid: 0, ..good }, |e| matches!(e, LtxError::BadTxidRange { .. })),
-        (Header { min_txid: 3, max_txid: 2, ..good }, |e| matches!(e, LtxError::BadTxidRange { .. })),
-        (Header { wal_offset: -1, ..good }, |e| matches!(e, LtxError::BadWalFields(_))),
-        (Header { wal_size: -1, wal_offset: 32, ..good }, |e| matches!(e, LtxError::BadWalFields(_))),
-        (Header { wal_salt1: 5, ..good }, |e| matches!(e, LtxError::BadWalFields(_))),
-        (Header { wal_size: 10, ..good }, |e| matches!(e, LtxError::BadWalFields(_))),
-        (Header { pre_apply_checksum: 7, ..good }, |e| matches!(e, LtxError::BadChecksumField { .. })),
-        (Header { flags: 0, ..good }, |e| matches!(e, LtxError::BadChecksumField { .. })),
-        (Header { flags: 0, pre_apply_checksum: 5, ..good }, |e| matches!(e, LtxError::BadChecksumField { .. })),
+        (Header { flags: 1, ..good }, |e| {
+            matches!(e, LtxError::BadFlags(1))
+        }),
+        (
+            Header {
+                page_size: 1000,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadPageSize(1000)),
+        ),
+        (
+            Header {
+                page_size: 256,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadPageSize(256)),
+        ),
+        (
+            Header {
+                page_size: 131072,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadPageSize(_)),
+        ),
+        (
+            Header {
+                min_txid: 0,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadTxidRange { .. }),
+        ),
+        (
+            Header {
+                min_txid: 3,
+                max_txid: 2,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadTxidRange { .. }),
+        ),
+        (
+            Header {
+                wal_offset: -1,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadWalFields(_)),
+        ),
+        (
+            Header {
+                wal_size: -1,
+                wal_offset: 32,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadWalFields(_)),
+        ),
+        (
+            Header {
+                wal_salt1: 5,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadWalFields(_)),
+        ),
+        (
+            Header {
+                wal_size: 10,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadWalFields(_)),
+        ),
+        (
+            Header {
+                pre_apply_checksum: 7,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadChecksumField { .. }),
+        ),
+        (Header { flags: 0, ..good }, |e| {
+            matches!(e, LtxError::BadChecksumField { .. })
+        }),
+        (
+            Header {
+                flags: 0,
+                pre_apply_checksum: 5,
+                ..good
+            },
+            |e| matches!(e, LtxError::BadChecksumField { .. }),
+        ),
     ];
     for (h, is_expected) in cases {
         let err = h.validate().unwrap_err();
@@ -225,30 +378,69 @@ fn header_rules_are_typed_errors() {
         assert!(matches!(Header::decode(&bytes), Err(LtxError::BadMagic)));
     }
     // Tracked checksums: a snapshot has pre-apply 0, an incremental a flagged one.
-    assert!(Header { flags: 0, min_txid: 1, ..good }.validate().is_ok());
-    assert!(Header { flags: 0, pre_apply_checksum: CHECKSUM_FLAG | 5, ..good }.validate().is_ok());
+    assert!(Header {
+        flags: 0,
+        min_txid: 1,
+        ..good
+    }
+    .validate()
+    .is_ok());
+    assert!(Header {
+        flags: 0,
+        pre_apply_checksum: CHECKSUM_FLAG | 5,
+        ..good
+    }
+    .validate()
+    .is_ok());
 }
 
 #[test]
 fn encoder_rules_are_typed_errors() {
     let page = vec![7u8; 4096];
     let mut e = Encoder::new(Vec::new(), Header::new(4096, 10, 2, 2, 0)).unwrap();
-    assert!(matches!(e.encode_page(11, &page), Err(LtxError::PageBeyondCommit { .. })));
-    assert!(matches!(e.encode_page(0, &page), Err(LtxError::BadPageHeader { .. })));
-    assert!(matches!(e.encode_page(3, &page[..100]), Err(LtxError::PageDataSize { .. })));
+    assert!(matches!(
+        e.encode_page(11, &page),
+        Err(LtxError::PageBeyondCommit { .. })
+    ));
+    assert!(matches!(
+        e.encode_page(0, &page),
+        Err(LtxError::BadPageHeader { .. })
+    ));
+    assert!(matches!(
+        e.encode_page(3, &page[..100]),
+        Err(LtxError::PageDataSize { .. })
+    ));
     e.encode_page(5, &page).unwrap();
-    assert!(matches!(e.encode_page(5, &page), Err(LtxError::PageOutOfOrder { .. })));
-    assert!(matches!(e.encode_page(4, &page), Err(LtxError::PageOutOfOrder { .. })));
+    assert!(matches!(
+        e.encode_page(5, &page),
+        Err(LtxError::PageOutOfOrder { .. })
+    ));
+    assert!(matches!(
+        e.encode_page(4, &page),
+        Err(LtxError::PageOutOfOrder { .. })
+    ));
 
     let big = Header::new(4096, lock_pgno(4096) + 5, 2, 2, 0);
     let mut e = Encoder::new(Vec::new(), big).unwrap();
-    assert!(matches!(e.encode_page(lock_pgno(4096), &page), Err(LtxError::LockPage(262145))));
+    assert!(matches!(
+        e.encode_page(lock_pgno(4096), &page),
+        Err(LtxError::LockPage(262145))
+    ));
 
     let mut snap = Encoder::new(Vec::new(), Header::new(4096, 3, 1, 1, 0)).unwrap();
     snap.encode_page(1, &page).unwrap();
-    assert!(matches!(snap.encode_page(3, &page), Err(LtxError::SnapshotIncomplete { expected: 2, got: 3 })));
+    assert!(matches!(
+        snap.encode_page(3, &page),
+        Err(LtxError::SnapshotIncomplete {
+            expected: 2,
+            got: 3
+        })
+    ));
     snap.encode_page(2, &page).unwrap();
-    assert!(matches!(snap.finish(0), Err(LtxError::SnapshotIncomplete { .. })));
+    assert!(matches!(
+        snap.finish(0),
+        Err(LtxError::SnapshotIncomplete { .. })
+    ));
 }
 
 /// Builds an LTX file by hand whose pages are legacy LZ4 frames (flag 0), as ltx 0.5.0/0.5.1
@@ -270,7 +462,11 @@ fn legacy_file(header: Header, pages: &[(u32, Vec<u8>)]) -> Vec<u8> {
         head.extend_from_slice(&0u16.to_be_bytes());
         crc.update(&head);
         crc.update(data);
-        index.entries.push(PageIndexEntry { pgno: *pgno, offset: out.len() as u64, size: (6 + frame.len()) as u64 });
+        index.entries.push(PageIndexEntry {
+            pgno: *pgno,
+            offset: out.len() as u64,
+            size: (6 + frame.len()) as u64,
+        });
         out.extend_from_slice(&head);
         out.extend_from_slice(&frame);
     }
@@ -280,7 +476,13 @@ fn legacy_file(header: Header, pages: &[(u32, Vec<u8>)]) -> Vec<u8> {
     crc.update(&0u64.to_be_bytes());
     out.extend_from_slice(&[0u8; 6]);
     out.extend_from_slice(&idx);
-    out.extend_from_slice(&Trailer { post_apply_checksum: 0, file_checksum: crc.finish_flagged() }.encode());
+    out.extend_from_slice(
+        &Trailer {
+            post_apply_checksum: 0,
+            file_checksum: crc.finish_flagged(),
+        }
+        .encode(),
+    );
     out
 }
 
@@ -295,11 +497,21 @@ fn legacy_lz4_frame_pages_decode() {
     let index = PageIndex::parse_tail(&bytes, bytes.len() as u64).unwrap();
     for (e, (pgno, data)) in index.entries.iter().zip(&pages) {
         let frame = &bytes[e.offset as usize..(e.offset + e.size) as usize];
-        assert_eq!(decode_page_frame(frame, 4096).unwrap(), (*pgno, data.clone()));
+        assert_eq!(
+            decode_page_frame(frame, 4096).unwrap(),
+            (*pgno, data.clone())
+        );
     }
     // A legacy file merges with a modern one.
     let modern = encode(Header::new(4096, 3, 2, 2, 5), &[(2, vec![9u8; 4096])]);
-    let (merged, _) = merge(vec![Decoder::new(&bytes[..]).unwrap(), Decoder::new(&modern[..]).unwrap()], Vec::new()).unwrap();
+    let (merged, _) = merge(
+        vec![
+            Decoder::new(&bytes[..]).unwrap(),
+            Decoder::new(&modern[..]).unwrap(),
+        ],
+        Vec::new(),
+    )
+    .unwrap();
     let (_, merged_pages, _) = decode_all(&merged).unwrap();
     assert_eq!(merged_pages[1], (2, vec![9u8; 4096]));
     assert_eq!(merged_pages[0], pages[0]);
@@ -308,7 +520,9 @@ fn legacy_lz4_frame_pages_decode() {
 #[test]
 fn index_in_a_large_file_needs_a_second_fetch() {
     // 5000 pages of 512 bytes: the index is larger than a small tail.
-    let pages: Vec<(u32, Vec<u8>)> = (1..=5000u32).map(|p| (p, vec![(p % 200) as u8; 512])).collect();
+    let pages: Vec<(u32, Vec<u8>)> = (1..=5000u32)
+        .map(|p| (p, vec![(p % 200) as u8; 512]))
+        .collect();
     let bytes = encode(Header::new(512, 5000, 1, 1, 0), &pages);
     let tail = &bytes[bytes.len() - 4096..];
     let start = match PageIndex::locate(tail, bytes.len() as u64).unwrap() {
@@ -336,7 +550,9 @@ fn arb_pages(page_size: u32, commit: u32) -> impl Strategy<Value = Vec<(u32, Vec
         m.into_iter()
             .filter(|(p, _)| *p != lock)
             .map(|(p, seed)| {
-                let data = (0..page_size).map(|i| if i % 7 == 0 { seed } else { (i as u8) ^ seed }).collect();
+                let data = (0..page_size)
+                    .map(|i| if i % 7 == 0 { seed } else { (i as u8) ^ seed })
+                    .collect();
                 (p, data)
             })
             .collect()

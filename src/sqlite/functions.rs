@@ -1,0 +1,124 @@
+//! Registering SQL functions and converting their arguments and results.
+
+use std::ffi::{c_int, c_void, CStr};
+
+use libsqlite3_sys as ffi;
+
+use super::{cstring, guard};
+
+/// A SQL value as our functions see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// What a SQL function returns.
+pub enum Output {
+    Text(String),
+    Integer(i64),
+    Null,
+}
+
+pub type SqlFn = fn(&[Value]) -> Result<Output, String>;
+
+fn read_value(v: *mut ffi::sqlite3_value) -> Value {
+    // SAFETY: `v` is an argument SQLite passed to the running function; text and blob pointers
+    // are valid for the byte counts SQLite reports until the function returns, and we copy them.
+    unsafe {
+        match ffi::sqlite3_value_type(v) {
+            ffi::SQLITE_INTEGER => Value::Integer(ffi::sqlite3_value_int64(v)),
+            ffi::SQLITE_FLOAT => Value::Real(ffi::sqlite3_value_double(v)),
+            ffi::SQLITE_TEXT => {
+                let p = ffi::sqlite3_value_text(v);
+                let n = ffi::sqlite3_value_bytes(v) as usize;
+                let bytes = if p.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(p, n)
+                };
+                Value::Text(String::from_utf8_lossy(bytes).into_owned())
+            }
+            ffi::SQLITE_BLOB => {
+                let p = ffi::sqlite3_value_blob(v) as *const u8;
+                let n = ffi::sqlite3_value_bytes(v) as usize;
+                Value::Blob(if p.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(p, n).to_vec()
+                })
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+unsafe extern "C" fn call(
+    ctx: *mut ffi::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut ffi::sqlite3_value,
+) {
+    let outcome = guard(Err("internal error (see the log)".to_string()), || {
+        // SAFETY: user data is the `SqlFn` pointer registered below; argv holds argc values.
+        let (f, args) = unsafe {
+            let f: SqlFn = std::mem::transmute::<*mut c_void, SqlFn>(ffi::sqlite3_user_data(ctx));
+            let args: Vec<Value> = (0..argc as usize)
+                .map(|i| read_value(*argv.add(i)))
+                .collect();
+            (f, args)
+        };
+        f(&args)
+    });
+    // SAFETY: `ctx` is the live context of this call; SQLITE_TRANSIENT makes SQLite copy.
+    unsafe {
+        match outcome {
+            Ok(Output::Text(s)) => {
+                let c = cstring(&s);
+                ffi::sqlite3_result_text(ctx, c.as_ptr(), -1, ffi::SQLITE_TRANSIENT());
+            }
+            Ok(Output::Integer(i)) => ffi::sqlite3_result_int64(ctx, i),
+            Ok(Output::Null) => ffi::sqlite3_result_null(ctx),
+            Err(msg) => {
+                let c = cstring(&msg);
+                ffi::sqlite3_result_error(ctx, c.as_ptr(), -1);
+            }
+        }
+    }
+}
+
+/// Registers `f` as `name` with `n_args` arguments (-1: any) on `db`.
+pub fn register(
+    db: *mut ffi::sqlite3,
+    name: &CStr,
+    n_args: c_int,
+    deterministic: bool,
+    f: SqlFn,
+) -> Result<(), String> {
+    let mut flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
+    if deterministic {
+        flags |= ffi::SQLITE_DETERMINISTIC;
+    }
+    // SAFETY: `db` is the connection SQLite handed the entry point; the user data is a plain
+    // function pointer that lives forever, so no destructor is needed.
+    let rc = unsafe {
+        ffi::sqlite3_create_function_v2(
+            db,
+            name.as_ptr(),
+            n_args,
+            flags,
+            f as *mut c_void,
+            Some(call),
+            None,
+            None,
+            None,
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("cannot register SQL function {name:?}: error {rc}"))
+    }
+}

@@ -1,0 +1,563 @@
+//! `s3://bucket/path`: any S3-compatible store. `rusty-s3` builds the URLs and parses the XML;
+//! `aws-sigv4` signs each request in its `Authorization` header (conditional and metadata
+//! headers are signed headers); the shared `reqwest` client sends it over rustls.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use rusty_s3::actions::{ListObjectsV2, ObjectIdentifier};
+use rusty_s3::{Bucket, S3Action, UrlStyle};
+
+use super::retry::with_retries;
+use super::url::S3Config;
+use super::{ConditionalSupport, ObjectMeta, PutCondition, Result, StorageError};
+use crate::timefmt;
+
+/// rusty-s3 is used unsigned (URL building only); this is the validity it wants anyway.
+const URL_TTL: Duration = Duration::from_secs(60);
+
+pub struct S3Store {
+    bucket: Bucket,
+    credentials: Option<aws_credential_types::Credentials>,
+    region: String,
+    prefix: String,
+    endpoint: String,
+    skip_verify: bool,
+    /// Set by the probe on stores (Ceph RGW 16) whose `If-Match` only matches a bare ETag.
+    unquoted_etag: AtomicBool,
+}
+
+/// One client per process (connection pools are shared by every database).
+fn client(skip_verify: bool) -> Result<&'static reqwest::Client> {
+    static VERIFIED: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+    static UNVERIFIED: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+    let cell = if skip_verify { &UNVERIFIED } else { &VERIFIED };
+    cell.get_or_init(|| build_client(skip_verify))
+        .as_ref()
+        .map_err(|detail| StorageError::Transport {
+            what: "HTTP client".into(),
+            detail: detail.clone(),
+        })
+}
+
+fn build_client(skip_verify: bool) -> std::result::Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .danger_accept_invalid_certs(skip_verify);
+    // Extra CAs, as the AWS SDKs honour them (system roots stay trusted).
+    for var in ["AWS_CA_BUNDLE", "SSL_CERT_FILE"] {
+        if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read(&path)
+                .map_err(|e| format!("{var}={}: {e}", path.to_string_lossy()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{var}={}: {e}", path.to_string_lossy()))?;
+            for cert in certs {
+                b = b.add_root_certificate(cert);
+            }
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// `<Code>` and `<Message>` of an S3 error body.
+fn error_detail(body: &str) -> (String, String) {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        body.find(&open)
+            .and_then(|s| {
+                let rest = &body[s + open.len()..];
+                rest.find(&close).map(|e| rest[..e].to_string())
+            })
+            .unwrap_or_default()
+    };
+    (tag("Code"), tag("Message"))
+}
+
+impl S3Store {
+    pub fn new(cfg: S3Config) -> Result<Self> {
+        let invalid = |reason: String| StorageError::InvalidUrl {
+            url: format!("s3://{}/{}", cfg.bucket, cfg.prefix),
+            reason,
+        };
+        let endpoint = ::url::Url::parse(&cfg.endpoint).map_err(|e| invalid(e.to_string()))?;
+        let style = if cfg.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(endpoint, style, cfg.bucket.clone(), cfg.region.clone())
+            .map_err(|e| invalid(e.to_string()))?;
+        let credentials = match (&cfg.access_key_id, &cfg.secret_access_key) {
+            (Some(k), Some(s)) => Some(aws_credential_types::Credentials::new(
+                k,
+                s,
+                cfg.session_token.clone(),
+                None,
+                "litestream",
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            bucket,
+            credentials,
+            region: cfg.region,
+            prefix: cfg.prefix,
+            endpoint: cfg.endpoint,
+            skip_verify: cfg.skip_verify,
+            unquoted_etag: AtomicBool::new(false),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "s3://{}/{} at {}",
+            self.bucket.name(),
+            self.prefix,
+            self.endpoint
+        )
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn what(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket.name(), self.full_key(key))
+    }
+
+    /// Sends a request (rebuilt and re-signed for each attempt) and maps failures to typed
+    /// errors; transient ones are retried with backoff.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        with_retries(|| self.send_once(what, &build)).await
+    }
+
+    async fn send_once(
+        &self,
+        what: &str,
+        build: impl Fn() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let resp = build()?.send().await.map_err(|e| StorageError::Transport {
+            what: what.to_string(),
+            detail: match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.error_for(what, resp).await)
+    }
+
+    async fn error_for(&self, what: &str, resp: Response) -> StorageError {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let (code, message) = error_detail(&body);
+        let detail = if code.is_empty() {
+            status.to_string()
+        } else {
+            format!("{code}: {message}")
+        };
+        match status {
+            StatusCode::NOT_FOUND if code == "NoSuchBucket" => StorageError::NoSuchBucket {
+                bucket: self.bucket.name().to_string(),
+                endpoint: self.endpoint.clone(),
+            },
+            StatusCode::NOT_FOUND => StorageError::NotFound(what.to_string()),
+            // 409 ConditionalRequestConflict: a concurrent conditional write won.
+            StatusCode::PRECONDITION_FAILED => StorageError::PreconditionFailed(what.to_string()),
+            StatusCode::CONFLICT if code == "ConditionalRequestConflict" => {
+                StorageError::PreconditionFailed(what.to_string())
+            }
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => StorageError::AccessDenied {
+                what: what.to_string(),
+                detail,
+            },
+            _ => StorageError::Http {
+                what: what.to_string(),
+                status: status.as_u16(),
+                detail,
+            },
+        }
+    }
+
+    /// A request with `headers`, signed (SigV4, in the Authorization header) when we have
+    /// credentials; anonymous otherwise.
+    fn request(
+        &self,
+        method: Method,
+        url: ::url::Url,
+        headers: &[(&str, &str)],
+    ) -> Result<RequestBuilder> {
+        use aws_sigv4::http_request::{
+            sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+            SigningSettings, UriPathNormalizationMode,
+        };
+        let mut req = client(self.skip_verify)?.request(method.clone(), url.as_str());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let Some(creds) = &self.credentials else {
+            return Ok(req);
+        };
+        let signing_error = |e: &dyn std::fmt::Display| StorageError::Protocol {
+            what: url.to_string(),
+            detail: format!("cannot sign the request: {e}"),
+        };
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity = creds.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(std::time::SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| signing_error(&e))?
+            .into();
+        let signable = SignableRequest::new(
+            method.as_str(),
+            url.as_str(),
+            headers.iter().copied(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| signing_error(&e))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| signing_error(&e))?
+            .into_parts();
+        for (name, value) in instructions.headers() {
+            req = req.header(name, value);
+        }
+        Ok(req)
+    }
+
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<(String, ObjectMeta)>> {
+        let full_prefix = self.full_key(prefix);
+        let start_after = start_after.map(|s| self.full_key(s));
+        let what = self.what(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .send(&what, || {
+                    let mut action = ListObjectsV2::new(&self.bucket, None);
+                    action.with_prefix(full_prefix.as_str());
+                    action.with_max_keys(1000);
+                    if let Some(s) = &start_after {
+                        action.with_start_after(s.as_str());
+                    }
+                    if let Some(t) = &token {
+                        action.with_continuation_token(t.as_str());
+                    }
+                    self.request(Method::GET, action.sign(URL_TTL), &[])
+                })
+                .await?;
+            let body = resp.text().await.map_err(|e| StorageError::Transport {
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+            let parsed =
+                ListObjectsV2::parse_response(&body).map_err(|e| StorageError::Protocol {
+                    what: what.clone(),
+                    detail: format!("unreadable listing: {e}"),
+                })?;
+            for c in parsed.contents {
+                let Some(key) = c.key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                let modified_ms = c
+                    .last_modified
+                    .as_deref()
+                    .and_then(timefmt::parse_rfc3339_millis)
+                    .unwrap_or(0);
+                out.push((
+                    key.to_string(),
+                    ObjectMeta {
+                        size: c.size.unwrap_or(0),
+                        etag: c.etag.unwrap_or_default(),
+                        modified_ms,
+                        timestamp_ms: None,
+                    },
+                ));
+            }
+            match parsed.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get(&self, key: &str, range: Option<(u64, Option<u64>)>) -> Result<Bytes> {
+        let what = self.what(key);
+        let full = self.full_key(key);
+        let range_header = range.map(|(off, len)| match len {
+            Some(0) => None,
+            Some(len) => Some(format!("bytes={off}-{}", off + len - 1)),
+            None => Some(format!("bytes={off}-")),
+        });
+        if let Some(None) = range_header {
+            return Ok(Bytes::new());
+        }
+        let range_header = range_header.flatten();
+        with_retries(|| async {
+            let resp = self
+                .send_once(&what, || {
+                    let action = self.bucket.get_object(None, &full);
+                    let range: Vec<(&str, &str)> =
+                        range_header.iter().map(|r| ("range", r.as_str())).collect();
+                    self.request(Method::GET, action.sign(URL_TTL), &range)
+                })
+                .await?;
+            let expected = resp.content_length();
+            // A body cut short by the network is transient: the whole GET is retried.
+            let body = resp.bytes().await.map_err(|e| StorageError::Transport {
+                what: what.clone(),
+                detail: format!("reading body: {e}"),
+            })?;
+            if expected.is_some_and(|n| n != body.len() as u64) {
+                return Err(StorageError::Transport {
+                    what: what.clone(),
+                    detail: format!(
+                        "short read: {} of {} bytes",
+                        body.len(),
+                        expected.unwrap_or(0)
+                    ),
+                });
+            }
+            Ok(body)
+        })
+        .await
+    }
+
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let what = self.what(key);
+        let full = self.full_key(key);
+        let resp = self
+            .send(&what, || {
+                let action = self.bucket.head_object(None, &full);
+                self.request(Method::HEAD, action.sign(URL_TTL), &[])
+            })
+            .await?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        Ok(ObjectMeta {
+            size: header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            etag: header("etag").unwrap_or_default().to_string(),
+            modified_ms: header("last-modified")
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64),
+            timestamp_ms: header("x-amz-meta-litestream-timestamp")
+                .and_then(timefmt::parse_rfc3339_millis),
+        })
+    }
+
+    /// The ETag as this store wants it in `If-Match`.
+    fn if_match_value(&self, etag: &str) -> String {
+        if self.unquoted_etag.load(Ordering::Relaxed) {
+            etag.trim_matches('"').to_string()
+        } else {
+            etag.to_string()
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let what = self.what(key);
+        let full = self.full_key(key);
+        let timestamp = timestamp_ms.map(timefmt::rfc3339_millis);
+        let condition_header = match &condition {
+            PutCondition::Always => None,
+            PutCondition::IfNoneMatch => Some(("if-none-match", "*".to_string())),
+            PutCondition::IfMatch(etag) => Some(("if-match", self.if_match_value(etag))),
+        };
+        let resp = self
+            .send(&what, || {
+                let action = self.bucket.put_object(None, &full);
+                let length = body.len().to_string();
+                let mut headers = vec![
+                    ("content-type", "application/octet-stream"),
+                    ("content-length", length.as_str()),
+                ];
+                if let Some((name, value)) = &condition_header {
+                    headers.push((name, value.as_str()));
+                }
+                if let Some(ts) = &timestamp {
+                    headers.push(("x-amz-meta-litestream-timestamp", ts.as_str()));
+                }
+                Ok(self
+                    .request(Method::PUT, action.sign(URL_TTL), &headers)?
+                    .body(body.clone()))
+            })
+            .await?;
+        Ok(resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {
+        let what = self.what(key);
+        let full = self.full_key(key);
+        let if_match = if_match.map(|e| self.if_match_value(e));
+        let result = self
+            .send(&what, || {
+                let action = self.bucket.delete_object(None, &full);
+                let headers: Vec<(&str, &str)> =
+                    if_match.iter().map(|e| ("if-match", e.as_str())).collect();
+                self.request(Method::DELETE, action.sign(URL_TTL), &headers)
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() && if_match.is_none() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for chunk in keys.chunks(1000) {
+            let ids: Vec<ObjectIdentifier> = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::new(self.full_key(k)))
+                .collect();
+            let what = self.what(chunk.first().map_or("", String::as_str));
+            let resp = self
+                .send(&what, || {
+                    let mut action = self.bucket.delete_objects(None, ids.iter());
+                    action.set_quiet(true);
+                    let url = action.sign(URL_TTL);
+                    let (body, md5) = action.body_with_md5();
+                    let headers = [
+                        ("content-md5", md5.as_str()),
+                        ("content-type", "application/xml"),
+                    ];
+                    Ok(self.request(Method::POST, url, &headers)?.body(body))
+                })
+                .await?;
+            let body = resp.text().await.unwrap_or_default();
+            if body.contains("<Error>") {
+                let (code, message) = error_detail(&body);
+                return Err(StorageError::Protocol {
+                    what,
+                    detail: format!("batch delete failed: {code}: {message}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Exercises conditional writes on a scratch object under the replica prefix.
+    pub async fn probe_conditional_writes(&self) -> Result<ConditionalSupport> {
+        let key = format!(".litestream-probe-{:016x}", rand::random::<u64>());
+        let result = self.probe(&key).await;
+        let _ = self.delete(&key, None).await;
+        result
+    }
+
+    async fn probe(&self, key: &str) -> Result<ConditionalSupport> {
+        let mut support = ConditionalSupport {
+            create: false,
+            replace: false,
+            unquoted_etag: false,
+            conditional_delete: false,
+        };
+        let etag = self
+            .put(
+                key,
+                Bytes::from_static(b"1"),
+                PutCondition::IfNoneMatch,
+                None,
+            )
+            .await?;
+        match self
+            .put(
+                key,
+                Bytes::from_static(b"2"),
+                PutCondition::IfNoneMatch,
+                None,
+            )
+            .await
+        {
+            Err(e) if e.is_precondition_failed() => support.create = true,
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let etag = if support.create {
+            etag
+        } else {
+            self.head(key).await?.etag
+        };
+        let wrong = PutCondition::IfMatch("\"00000000000000000000000000000000\"".into());
+        let refuses_wrong = match self.put(key, Bytes::from_static(b"3"), wrong, None).await {
+            Err(e) if e.is_precondition_failed() => true,
+            Err(e) => return Err(e),
+            Ok(_) => false,
+        };
+        let etag = if refuses_wrong {
+            etag
+        } else {
+            self.head(key).await?.etag
+        };
+        if refuses_wrong {
+            let right = PutCondition::IfMatch(etag.clone());
+            match self
+                .put(key, Bytes::from_static(b"4"), right.clone(), None)
+                .await
+            {
+                Ok(_) => support.replace = true,
+                Err(e) if e.is_precondition_failed() => {
+                    // Ceph RGW 16 only matches the ETag without its quotes.
+                    self.unquoted_etag.store(true, Ordering::Relaxed);
+                    match self.put(key, Bytes::from_static(b"4"), right, None).await {
+                        Ok(_) => {
+                            support.replace = true;
+                            support.unquoted_etag = true;
+                        }
+                        Err(e) if e.is_precondition_failed() => {
+                            self.unquoted_etag.store(false, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let wrong_delete = self
+            .delete(key, Some("\"00000000000000000000000000000000\""))
+            .await;
+        support.conditional_delete = match wrong_delete {
+            Err(e) if e.is_precondition_failed() => true,
+            Err(e) => return Err(e),
+            Ok(()) => false,
+        };
+        Ok(support)
+    }
+}
