@@ -4,6 +4,7 @@
 //! Data flows one way: SQLite -> capture -> spool -> shipper -> store, and
 //! store -> index/cache -> replica VFS. `ltx` knows nothing of S3; `storage` nothing of SQLite.
 
+pub mod logging;
 pub mod ltx;
 pub mod runtime;
 pub mod sql;
@@ -30,6 +31,7 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
         if let Err(e) = unsafe { ffi::rusqlite_extension_init2(api) } {
             return fail(err_msg, &format!("litestream: incompatible SQLite: {e}"));
         }
+        logging::init();
         let setup = sqlite::vfs::register()
             .and_then(|()| sql::register_all(db))
             .and_then(|()| register_auto_extension());

@@ -9,6 +9,7 @@ fn status(_args: &[Value]) -> Result<Output, String> {
     let doc = serde_json::json!({
         "version": VERSION,
         "format": "LTX v3 (Litestream 0.5.x)",
+        "vfs": crate::sqlite::vfs::registered_names(),
         "databases": [],
     });
     Ok(Output::Text(doc.to_string()))

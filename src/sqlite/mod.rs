@@ -17,7 +17,7 @@ pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        log::error!("litestream: internal error (panic) caught at the SQLite boundary: {msg}");
+        log::error!("internal error (panic) caught at the SQLite boundary: {msg}");
         on_panic
     })
 }

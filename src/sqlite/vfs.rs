@@ -35,7 +35,7 @@ unsafe extern "C" fn x_open(
     guard(ffi::SQLITE_CANTOPEN, || {
         // SAFETY: `vfs` is one of ours, whose zName is a static C string.
         let name = unsafe { CStr::from_ptr((*vfs).zName) }.to_string_lossy();
-        log::error!("litestream: the {name} VFS is not implemented yet in this build");
+        log::error!("the {name} VFS is not implemented yet in this build");
         ffi::SQLITE_CANTOPEN
     })
 }
@@ -177,4 +177,14 @@ pub fn register() -> Result<(), String> {
             Ok(())
         })
         .clone()
+}
+
+/// Our VFS names that SQLite can find right now.
+pub fn registered_names() -> Vec<String> {
+    [WRITER_VFS, REPLICA_VFS]
+        .iter()
+        // SAFETY: sqlite3_vfs_find only reads the registry; the names are static C strings.
+        .filter(|name| !unsafe { ffi::sqlite3_vfs_find(name.as_ptr()) }.is_null())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
 }

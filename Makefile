@@ -1,0 +1,32 @@
+# litestream: a SQLite extension that replicates to object storage.
+#   make        build target/release/liblitestream.so
+#   make demo   build, then show the main job on the embedded file:// default
+#   make test   every test: cargo, sqlite3 shell, Python, Node; starts and stops the S3 servers
+#   make lint   cargo fmt --check and clippy -D warnings
+#   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
+
+CARGO ?= cargo
+LIB := target/release/liblitestream.so
+
+.PHONY: all build demo test lint fuzz clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+demo: build
+	scripts/demo.sh
+
+test: build
+	scripts/run-tests.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run ltx_decoder -- -max_total_time=60
+
+clean:
+	$(CARGO) clean

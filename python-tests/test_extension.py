@@ -1,0 +1,48 @@
+"""The extension as a Python application sees it."""
+import json
+import sqlite3
+
+
+def test_status_is_json_with_version(connect):
+    con = connect()
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    assert status["version"]
+    assert status["format"] == "LTX v3 (Litestream 0.5.x)"
+    assert status["databases"] == []
+    assert sorted(status["vfs"]) == ["litestream", "litestream-replica"]
+
+
+def test_loading_twice_and_other_connections(connect, ext_path):
+    con = connect()
+    con.load_extension(ext_path)  # a second load is harmless
+    assert con.execute("select json_valid(litestream_status('main'))").fetchone()[0] == 1
+    # Loaded permanently: a connection that never loaded it has the functions too.
+    other = sqlite3.connect(":memory:")
+    assert json.loads(other.execute("select litestream_status()").fetchone()[0])["version"]
+    other.close()
+
+
+def test_both_vfs_names_are_registered(connect, tmp_path):
+    connect()
+    try:
+        sqlite3.connect(f"file:{tmp_path}/x.db?vfs=no-such-vfs", uri=True)
+        raise AssertionError("an unknown VFS must be refused")
+    except sqlite3.OperationalError as e:
+        assert "no such vfs" in str(e)
+    for name in ("litestream", "litestream-replica"):
+        try:
+            con = sqlite3.connect(f"file:{tmp_path}/{name}.db?vfs={name}", uri=True)
+            con.execute("select 1 from sqlite_master").fetchall()
+            con.close()
+        except sqlite3.OperationalError as e:
+            # Registered (not "no such vfs"), even where opening is not implemented yet.
+            assert "no such vfs" not in str(e), e
+
+
+def test_wrong_arity_is_an_error(connect):
+    con = connect()
+    try:
+        con.execute("select litestream_status(1, 2)")
+        raise AssertionError("two arguments must be refused")
+    except sqlite3.OperationalError as e:
+        assert "wrong number of arguments" in str(e)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test suite against real servers: starts moto (SigV4 enforced) and Ceph RGW,
+# runs cargo tests, the sqlite3 shell scripts, the Python and Node suites, and always stops
+# the servers, even when a test fails.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+STATE="$ROOT/target/test-servers"
+
+for tool in sqlite3 node npm; do
+    command -v "$tool" >/dev/null || { echo "run-tests: $tool is required (apt-get install sqlite3 nodejs npm)" >&2; exit 1; }
+done
+
+scripts/test-servers.sh start "$STATE"
+trap 'scripts/test-servers.sh stop "$STATE"' EXIT
+# shellcheck disable=SC1091
+. "$STATE/env"
+export LITESTREAM_TEST_LIB="$ROOT/target/release/liblitestream"
+
+failed=()
+run() {
+    local name="$1"; shift
+    echo "=== $name"
+    if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
+}
+
+run "cargo tests" cargo test --release
+run "sqlite3 shell tests" sqlite-tests/run.sh
+run "python tests" "$LITESTREAM_TEST_PYTHON" -m pytest -q python-tests
+run "node tests" node-tests/run.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED suites: ${failed[*]}"
+    exit 1
+fi
+echo "all test suites passed"
