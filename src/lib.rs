@@ -33,7 +33,10 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
         }
         logging::init();
         let setup = sqlite::vfs::register()
-            .and_then(|()| sql::register_all(db))
+            // SAFETY: SQLite passes the live connection being initialized.
+            .and_then(|()| {
+                sql::register_all(&unsafe { sqlite::functions::Connection::from_raw(db) })
+            })
             .and_then(|()| register_auto_extension());
         match setup {
             Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,

@@ -49,7 +49,12 @@ pub fn init() {
             .map(|v| parse_level(&v))
             .unwrap_or(log::LevelFilter::Off);
         let file = std::env::var_os("LITESTREAM_LOG_FILE").and_then(|p| {
-            std::fs::OpenOptions::new().create(true).append(true).open(p).ok().map(Mutex::new)
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+                .map(Mutex::new)
         });
         Logger { level, file }
     });

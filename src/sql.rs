@@ -1,6 +1,6 @@
 //! The SQL functions the extension adds to every connection.
 
-use crate::sqlite::functions::{register, Output, Value};
+use crate::sqlite::functions::{register, Connection, Output, Value};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -15,7 +15,7 @@ fn status(_args: &[Value]) -> Result<Output, String> {
     Ok(Output::Text(doc.to_string()))
 }
 
-pub fn register_all(db: *mut libsqlite3_sys::sqlite3) -> Result<(), String> {
+pub fn register_all(db: &Connection) -> Result<(), String> {
     register(db, c"litestream_status", 0, false, status)?;
     register(db, c"litestream_status", 1, false, status)?;
     Ok(())

@@ -18,28 +18,45 @@ fn litestream_bin() -> PathBuf {
 }
 
 fn sqlite(db: &Path, sql: &str) {
-    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 shell");
-    assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 shell");
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Three states of a real database: created, grown and changed, then shrunk by VACUUM.
 fn database_states(dir: &Path, page_size: u32) -> Vec<Vec<u8>> {
     let db = dir.join(format!("src-{page_size}.db"));
     let mut states = Vec::new();
-    sqlite(&db, &format!(
-        "PRAGMA page_size={page_size}; PRAGMA journal_mode=delete;
+    sqlite(
+        &db,
+        &format!(
+            "PRAGMA page_size={page_size}; PRAGMA journal_mode=delete;
          CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)
          INSERT INTO t(v) SELECT hex(randomblob(40)) FROM n;"
-    ));
+        ),
+    );
     states.push(std::fs::read(&db).unwrap());
-    sqlite(&db, "UPDATE t SET v = v || 'x' WHERE id % 7 = 0;
+    sqlite(
+        &db,
+        "UPDATE t SET v = v || 'x' WHERE id % 7 = 0;
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<600)
-         INSERT INTO t(v) SELECT hex(randomblob(60)) FROM n;");
+         INSERT INTO t(v) SELECT hex(randomblob(60)) FROM n;",
+    );
     states.push(std::fs::read(&db).unwrap());
     sqlite(&db, "DELETE FROM t WHERE id > 50; VACUUM;");
     states.push(std::fs::read(&db).unwrap());
-    assert!(states[2].len() < states[1].len(), "VACUUM should shrink the file");
+    assert!(
+        states[2].len() < states[1].len(),
+        "VACUUM should shrink the file"
+    );
     states
 }
 
@@ -47,7 +64,17 @@ fn database_states(dir: &Path, page_size: u32) -> Vec<Vec<u8>> {
 fn ltx_between(prev: Option<&[u8]>, next: &[u8], page_size: u32, txid: u64) -> Vec<u8> {
     let ps = page_size as usize;
     let commit = (next.len() / ps) as u32;
-    let mut enc = Encoder::new(Vec::new(), Header::new(page_size, commit, txid, txid, 1_795_000_000_000 + txid as i64)).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        Header::new(
+            page_size,
+            commit,
+            txid,
+            txid,
+            1_795_000_000_000 + txid as i64,
+        ),
+    )
+    .unwrap();
     for (i, page) in next.chunks(ps).enumerate() {
         let old = prev.and_then(|p| p.get(i * ps..(i + 1) * ps));
         if old != Some(page) {
@@ -66,7 +93,14 @@ fn replica_files(states: &[Vec<u8>], page_size: u32) -> Vec<(u8, Header, Vec<u8>
         let header = *Decoder::new(&body[..]).unwrap().header();
         files.push((0, header, body));
     }
-    let (merged, summary) = merge(vec![Decoder::new(&files[1].2[..]).unwrap(), Decoder::new(&files[2].2[..]).unwrap()], Vec::new()).unwrap();
+    let (merged, summary) = merge(
+        vec![
+            Decoder::new(&files[1].2[..]).unwrap(),
+            Decoder::new(&files[2].2[..]).unwrap(),
+        ],
+        Vec::new(),
+    )
+    .unwrap();
     files.push((1, summary.header, merged));
     files
 }
@@ -95,9 +129,18 @@ fn restore(url: &str, out: &Path, txid: Option<u64>, env: &[(&str, &str)]) -> Ve
 
 fn check_restores(url: &str, states: &[Vec<u8>], dir: &Path, env: &[(&str, &str)]) {
     let out = dir.join("restored.db");
-    assert!(restore(url, &out, None, env) == states[2], "latest restore differs from the source ({url})");
-    assert!(restore(url, &out, Some(2), env) == states[1], "restore to TXID 2 differs ({url})");
-    assert!(restore(url, &out, Some(1), env) == states[0], "restore to TXID 1 differs ({url})");
+    assert!(
+        restore(url, &out, None, env) == states[2],
+        "latest restore differs from the source ({url})"
+    );
+    assert!(
+        restore(url, &out, Some(2), env) == states[1],
+        "restore to TXID 2 differs ({url})"
+    );
+    assert!(
+        restore(url, &out, Some(1), env) == states[0],
+        "restore to TXID 1 differs ({url})"
+    );
 }
 
 #[test]
@@ -109,10 +152,18 @@ fn litestream_restores_our_file_replicas() {
         let store = Store::open(&format!("file://{}", replica.display())).unwrap();
         block_on(async {
             for (level, header, body) in replica_files(&states, page_size) {
-                store.put_ltx(level, &header, Bytes::from(body), PutCondition::IfNoneMatch).await.unwrap();
+                store
+                    .put_ltx(level, &header, Bytes::from(body), PutCondition::IfNoneMatch)
+                    .await
+                    .unwrap();
             }
         });
-        check_restores(&format!("file://{}", replica.display()), &states, dir.path(), &[]);
+        check_restores(
+            &format!("file://{}", replica.display()),
+            &states,
+            dir.path(),
+            &[],
+        );
     }
 }
 
@@ -125,7 +176,10 @@ fn litestream_restores_our_s3_replicas() {
     let store = server.store(&prefix);
     block_on(async {
         for (level, header, body) in replica_files(&states, 4096) {
-            store.put_ltx(level, &header, Bytes::from(body), PutCondition::IfNoneMatch).await.unwrap();
+            store
+                .put_ltx(level, &header, Bytes::from(body), PutCondition::IfNoneMatch)
+                .await
+                .unwrap();
         }
     });
     let env = [

@@ -32,7 +32,9 @@ fn vector_files() -> Vec<(PathBuf, Txid, Txid)> {
     out
 }
 
-fn decode_all(bytes: &[u8]) -> Result<(Header, Vec<(u32, Vec<u8>)>, Trailer), LtxError> {
+type Pages = Vec<(u32, Vec<u8>)>;
+
+fn decode_all(bytes: &[u8]) -> Result<(Header, Pages, Trailer), LtxError> {
     let mut d = Decoder::new(bytes)?;
     let mut pages = Vec::new();
     let mut page = Vec::new();
@@ -281,7 +283,8 @@ fn no_single_byte_corruption_yields_wrong_data() {
 fn header_rules_are_typed_errors() {
     let good = Header::new(4096, 3, 2, 2, 1);
     assert!(good.validate().is_ok());
-    let cases: Vec<(Header, fn(&LtxError) -> bool)> = vec![
+    type IsExpected = fn(&LtxError) -> bool;
+    let cases: Vec<(Header, IsExpected)> = vec![
         (Header { flags: 1, ..good }, |e| {
             matches!(e, LtxError::BadFlags(1))
         }),

@@ -89,9 +89,20 @@ unsafe extern "C" fn call(
     }
 }
 
+/// A connection handle SQLite gave us (entry point or auto-extension).
+pub struct Connection(*mut ffi::sqlite3);
+
+impl Connection {
+    /// # Safety
+    /// `db` must be a live connection for as long as this value is used.
+    pub unsafe fn from_raw(db: *mut ffi::sqlite3) -> Self {
+        Self(db)
+    }
+}
+
 /// Registers `f` as `name` with `n_args` arguments (-1: any) on `db`.
 pub fn register(
-    db: *mut ffi::sqlite3,
+    db: &Connection,
     name: &CStr,
     n_args: c_int,
     deterministic: bool,
@@ -105,7 +116,7 @@ pub fn register(
     // function pointer that lives forever, so no destructor is needed.
     let rc = unsafe {
         ffi::sqlite3_create_function_v2(
-            db,
+            db.0,
             name.as_ptr(),
             n_args,
             flags,

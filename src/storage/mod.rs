@@ -76,7 +76,7 @@ pub const SNAPSHOT_LEVEL: u8 = 9;
 /// A replica destination.
 pub enum Store {
     File(FileStore),
-    S3(S3Store),
+    S3(Box<S3Store>),
 }
 
 impl Store {
@@ -87,7 +87,7 @@ impl Store {
     pub fn from_url(url: ReplicaUrl) -> Result<Self> {
         Ok(match url {
             ReplicaUrl::File { root } => Self::File(FileStore::new(root)),
-            ReplicaUrl::S3(cfg) => Self::S3(S3Store::new(cfg)?),
+            ReplicaUrl::S3(cfg) => Self::S3(Box::new(S3Store::new(cfg)?)),
         })
     }
 
