@@ -4,6 +4,7 @@
 //! Data flows one way: SQLite -> capture -> spool -> shipper -> store, and
 //! store -> index/cache -> replica VFS. `ltx` knows nothing of S3; `storage` nothing of SQLite.
 
+pub mod config;
 pub mod logging;
 pub mod ltx;
 pub mod runtime;
@@ -11,6 +12,7 @@ pub mod sql;
 pub mod sqlite;
 pub mod storage;
 pub mod timefmt;
+pub mod writer;
 
 use std::ffi::{c_char, c_int};
 

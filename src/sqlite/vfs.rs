@@ -1,13 +1,17 @@
-//! VFS registration. Both names exist from the first load; until their implementations land
-//! they refuse to open a database, with a clear message in the log, and delegate every other
-//! call to the default VFS.
+//! The two VFSes. `litestream` wraps the default VFS: every call passes through to the
+//! local file; writes, truncates, deletes and unlocks of the main database, its WAL and its
+//! journal are also reported to the database's [`Replicator`]. `litestream-replica` is
+//! registered by name; until it is implemented it refuses to open.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use libsqlite3_sys as ffi;
 
 use super::guard;
+use crate::config::DbConfig;
+use crate::writer::Replicator;
 
 pub const WRITER_VFS: &CStr = c"litestream";
 pub const REPLICA_VFS: &CStr = c"litestream-replica";
@@ -25,17 +29,470 @@ fn parent() -> *mut ffi::sqlite3_vfs {
     PARENT.get().map_or(std::ptr::null_mut(), |p| p.0)
 }
 
-unsafe extern "C" fn x_open(
+/// The last error that made an open fail (SQLite can only say "unable to open").
+pub static LAST_OPEN_ERROR: parking_lot::Mutex<Option<String>> = parking_lot::Mutex::new(None);
+
+/// What a file is to replication.
+enum Role {
+    Plain,
+    Main(Arc<Replicator>),
+    Wal(Arc<Replicator>),
+    Journal(Arc<Replicator>),
+}
+
+/// Our `sqlite3_file`: SQLite allocates `szOsFile` bytes; the parent's file follows ours.
+#[repr(C)]
+struct FileHandle {
+    base: ffi::sqlite3_file,
+    inner: *mut ffi::sqlite3_file,
+    role: Role,
+}
+
+const INNER_OFFSET: usize = std::mem::size_of::<FileHandle>().next_multiple_of(16);
+
+/// # Safety
+/// `f` must be a file opened by our xOpen (base.pMethods set by us).
+unsafe fn handle<'a>(f: *mut ffi::sqlite3_file) -> &'a mut FileHandle {
+    // SAFETY: the caller guarantees `f` is the start of a FileHandle we initialized.
+    unsafe { &mut *(f as *mut FileHandle) }
+}
+
+/// Calls a method of the wrapped file.
+macro_rules! inner_call {
+    ($f:expr, $method:ident, $default:expr $(, $arg:expr)*) => {{
+        // SAFETY: `inner` was opened by the parent VFS and stays valid until our xClose;
+        // its pMethods table is the parent's.
+        unsafe {
+            let h = handle($f);
+            let methods = (*h.inner).pMethods;
+            match methods.as_ref().and_then(|m| m.$method) {
+                Some(func) => func(h.inner $(, $arg)*),
+                None => $default,
+            }
+        }
+    }};
+}
+
+unsafe extern "C" fn io_close(f: *mut ffi::sqlite3_file) -> c_int {
+    guard(ffi::SQLITE_IOERR_CLOSE, || {
+        let rc = inner_call!(f, xClose, ffi::SQLITE_OK);
+        // SAFETY: `f` is ours; the role is dropped exactly once, here.
+        let role = unsafe { std::ptr::replace(&mut handle(f).role, Role::Plain) };
+        match role {
+            Role::Main(r) => r.release(),
+            Role::Wal(r) => r.with_capture("WAL close", |c| {
+                c.wal_closed();
+                Ok(())
+            }),
+            Role::Journal(_) | Role::Plain => {}
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn io_read(
+    f: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    inner_call!(f, xRead, ffi::SQLITE_IOERR_READ, buf, amt, off)
+}
+
+unsafe extern "C" fn io_write(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_WRITE, || {
+        // SAFETY: `f` is ours.
+        let role = unsafe { &handle(f).role };
+        let (offset, len) = (off as u64, amt.max(0) as u64);
+        match role {
+            Role::Wal(r) if offset == 0 => {
+                // A new WAL header: the old generation's frames are about to be reused.
+                let r = r.clone();
+                let mut rc = 0;
+                r.with_capture("WAL restart", |c| {
+                    c.before_wal_header()?;
+                    rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
+                    if rc == ffi::SQLITE_OK {
+                        // SAFETY: SQLite passes `amt` readable bytes at `buf`.
+                        let bytes =
+                            unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
+                        c.after_wal_header(bytes)?;
+                    }
+                    Ok(())
+                });
+                rc
+            }
+            Role::Wal(r) => {
+                let r = r.clone();
+                let mut rc = 0;
+                let mut committed = false;
+                r.with_capture("WAL write", |c| {
+                    rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
+                    if rc == ffi::SQLITE_OK {
+                        committed = c.after_wal_write(offset, len)?;
+                    }
+                    Ok(())
+                });
+                if committed {
+                    r.notify();
+                }
+                rc
+            }
+            Role::Main(r) => {
+                let r = r.clone();
+                let mut rc = 0;
+                r.with_capture("database write", |c| {
+                    rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
+                    if rc == ffi::SQLITE_OK {
+                        c.after_db_write(offset, len);
+                    }
+                    Ok(())
+                });
+                rc
+            }
+            Role::Journal(r) => {
+                let rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
+                // SAFETY: SQLite passes `amt` readable bytes at `buf`.
+                let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
+                // journal_mode=PERSIST commits by zeroing the journal header.
+                if rc == ffi::SQLITE_OK && offset == 0 && bytes.iter().all(|&b| b == 0) {
+                    commit_point(r);
+                }
+                rc
+            }
+            Role::Plain => inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off),
+        }
+    })
+}
+
+fn commit_point(r: &Arc<Replicator>) {
+    r.with_capture("commit", |c| c.commit_point());
+    r.notify();
+}
+
+unsafe extern "C" fn io_truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    guard(ffi::SQLITE_IOERR_TRUNCATE, || {
+        // SAFETY: `f` is ours.
+        let role = unsafe { &handle(f).role };
+        match role {
+            Role::Wal(r) => {
+                let r = r.clone();
+                let mut rc = 0;
+                r.with_capture("WAL truncate", |c| {
+                    c.before_wal_reset()?;
+                    rc = inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size);
+                    c.after_wal_reset()
+                });
+                rc
+            }
+            Role::Journal(r) if size == 0 => {
+                // journal_mode=TRUNCATE commits by truncating the journal to zero.
+                let rc = inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size);
+                if rc == ffi::SQLITE_OK {
+                    commit_point(r);
+                }
+                rc
+            }
+            _ => inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size),
+        }
+    })
+}
+
+unsafe extern "C" fn io_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    inner_call!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
+}
+
+unsafe extern "C" fn io_file_size(
+    f: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    inner_call!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, out)
+}
+
+unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level)
+}
+
+unsafe extern "C" fn io_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_UNLOCK, || {
+        let rc = inner_call!(f, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level);
+        // Dropping the write lock ends a rollback-journal transaction (the journal is
+        // already finalized; with locking_mode=EXCLUSIVE the journal hooks catch it).
+        // SAFETY: `f` is ours.
+        if let Role::Main(r) = unsafe { &handle(f).role } {
+            if level <= ffi::SQLITE_LOCK_SHARED {
+                commit_point(r);
+            }
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn io_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    inner_call!(
+        f,
+        xCheckReservedLock,
+        ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
+        out
+    )
+}
+
+unsafe extern "C" fn io_file_control(
+    f: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    inner_call!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+}
+
+unsafe extern "C" fn io_sector_size(f: *mut ffi::sqlite3_file) -> c_int {
+    inner_call!(f, xSectorSize, 4096)
+}
+
+unsafe extern "C" fn io_device_characteristics(f: *mut ffi::sqlite3_file) -> c_int {
+    inner_call!(f, xDeviceCharacteristics, 0)
+}
+
+unsafe extern "C" fn io_shm_map(
+    f: *mut ffi::sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    inner_call!(
+        f,
+        xShmMap,
+        ffi::SQLITE_IOERR_SHMMAP,
+        region,
+        size,
+        extend,
+        out
+    )
+}
+
+unsafe extern "C" fn io_shm_lock(
+    f: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+}
+
+unsafe extern "C" fn io_shm_barrier(f: *mut ffi::sqlite3_file) {
+    inner_call!(f, xShmBarrier, ())
+}
+
+unsafe extern "C" fn io_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    inner_call!(f, xShmUnmap, ffi::SQLITE_OK, delete)
+}
+
+unsafe extern "C" fn io_fetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    amt: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: `out` is SQLite's out-pointer; "no mapping" is a valid answer.
+    unsafe { *out = std::ptr::null_mut() };
+    inner_call!(f, xFetch, ffi::SQLITE_OK, off, amt, out)
+}
+
+unsafe extern "C" fn io_unfetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    p: *mut c_void,
+) -> c_int {
+    inner_call!(f, xUnfetch, ffi::SQLITE_OK, off, p)
+}
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(io_close),
+    xRead: Some(io_read),
+    xWrite: Some(io_write),
+    xTruncate: Some(io_truncate),
+    xSync: Some(io_sync),
+    xFileSize: Some(io_file_size),
+    xLock: Some(io_lock),
+    xUnlock: Some(io_unlock),
+    xCheckReservedLock: Some(io_check_reserved_lock),
+    xFileControl: Some(io_file_control),
+    xSectorSize: Some(io_sector_size),
+    xDeviceCharacteristics: Some(io_device_characteristics),
+    xShmMap: Some(io_shm_map),
+    xShmLock: Some(io_shm_lock),
+    xShmBarrier: Some(io_shm_barrier),
+    xShmUnmap: Some(io_shm_unmap),
+    xFetch: Some(io_fetch),
+    xUnfetch: Some(io_unfetch),
+};
+
+/// URI parameters of a main database filename, as (key, value) pairs.
+fn uri_params(name: *const c_char) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        // SAFETY: `name` is a main-database filename SQLite passed to xOpen, which is valid
+        // for sqlite3_uri_key/parameter; a null key ends the list.
+        let key = unsafe { ffi::sqlite3_uri_key(name, i) };
+        if key.is_null() {
+            break;
+        }
+        // SAFETY: as above; SQLite returns NUL-terminated strings owned by the filename.
+        let (k, v) = unsafe {
+            let v = ffi::sqlite3_uri_parameter(name, key);
+            let k = CStr::from_ptr(key).to_string_lossy().into_owned();
+            let v = if v.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(v).to_string_lossy().into_owned()
+            };
+            (k, v)
+        };
+        out.push((k, v));
+    }
+    out
+}
+
+fn role_for(path: &Path, flags: c_int, name: *const c_char) -> Result<Role, String> {
+    if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+        let config = DbConfig::resolve(path, &uri_params(name))?;
+        return Replicator::acquire(path, config).map(Role::Main);
+    }
+    let s = path.to_string_lossy();
+    let strip = |suffix: &str| s.strip_suffix(suffix).map(PathBuf::from);
+    if flags & ffi::SQLITE_OPEN_WAL != 0 {
+        if let Some(r) = strip("-wal").and_then(|db| Replicator::find(&db)) {
+            r.with_capture("WAL open", |c| {
+                c.wal_opened();
+                Ok(())
+            });
+            return Ok(Role::Wal(r));
+        }
+    }
+    if flags & ffi::SQLITE_OPEN_MAIN_JOURNAL != 0 {
+        if let Some(r) = strip("-journal").and_then(|db| Replicator::find(&db)) {
+            return Ok(Role::Journal(r));
+        }
+    }
+    Ok(Role::Plain)
+}
+
+unsafe extern "C" fn writer_open(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        let p = parent();
+        // SAFETY: `file` points at szOsFile writable bytes; we lay out FileHandle and the
+        // parent's file in them, and set pMethods only once both are initialized.
+        unsafe {
+            let inner = (file as *mut u8).add(INNER_OFFSET) as *mut ffi::sqlite3_file;
+            (*file).pMethods = std::ptr::null();
+            let Some(open) = (*p).xOpen else {
+                return ffi::SQLITE_CANTOPEN;
+            };
+            let rc = open(p, name, inner, flags, out_flags);
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            let path = (!name.is_null())
+                .then(|| PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned()));
+            let role = match path {
+                Some(path) => match role_for(&path, flags, name) {
+                    Ok(role) => role,
+                    Err(e) => {
+                        log::error!("cannot open {}: {e}", path.display());
+                        *LAST_OPEN_ERROR.lock() = Some(e);
+                        if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
+                            close(inner);
+                        }
+                        return ffi::SQLITE_CANTOPEN;
+                    }
+                },
+                None => Role::Plain,
+            };
+            std::ptr::write(
+                file as *mut FileHandle,
+                FileHandle {
+                    base: ffi::sqlite3_file {
+                        pMethods: &IO_METHODS,
+                    },
+                    inner,
+                    role,
+                },
+            );
+            ffi::SQLITE_OK
+        }
+    })
+}
+
+unsafe extern "C" fn writer_delete(
+    _: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    sync_dir: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_DELETE, || {
+        let p = parent();
+        // SAFETY: `name` is a NUL-terminated path from SQLite.
+        let path = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
+        let delete = || {
+            // SAFETY: passes SQLite's own arguments to the live parent VFS.
+            unsafe {
+                (*p).xDelete
+                    .map_or(ffi::SQLITE_IOERR_DELETE, |f| f(p, name, sync_dir))
+            }
+        };
+        if let Some(r) = path
+            .strip_suffix("-wal")
+            .and_then(|db| Replicator::find(Path::new(db)))
+        {
+            let mut rc = 0;
+            r.with_capture("WAL delete", |c| {
+                c.before_wal_reset()?;
+                rc = delete();
+                c.after_wal_reset()
+            });
+            return rc;
+        }
+        let rc = delete();
+        if let Some(r) = path
+            .strip_suffix("-journal")
+            .and_then(|db| Replicator::find(Path::new(db)))
+        {
+            // journal_mode=DELETE commits by deleting the journal.
+            commit_point(&r);
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn replica_open(
     vfs: *mut ffi::sqlite3_vfs,
     _name: *const c_char,
-    _file: *mut ffi::sqlite3_file,
+    file: *mut ffi::sqlite3_file,
     _flags: c_int,
     _out_flags: *mut c_int,
 ) -> c_int {
     guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: `file` is SQLite's buffer; a null pMethods tells it not to call xClose.
+        unsafe { (*file).pMethods = std::ptr::null() };
         // SAFETY: `vfs` is one of ours, whose zName is a static C string.
         let name = unsafe { CStr::from_ptr((*vfs).zName) }.to_string_lossy();
-        log::error!("the {name} VFS is not implemented yet in this build");
+        let msg = format!("the {name} VFS is not implemented yet in this build");
+        log::error!("{msg}");
+        *LAST_OPEN_ERROR.lock() = Some(msg);
         ffi::SQLITE_CANTOPEN
     })
 }
@@ -125,18 +582,32 @@ unsafe extern "C" fn x_get_last_error(
     unsafe { (*p).xGetLastError.map_or(0, |f| f(p, n, out)) }
 }
 
-fn make_vfs(name: &'static CStr, parent: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+type OpenFn = unsafe extern "C" fn(
+    *mut ffi::sqlite3_vfs,
+    *const c_char,
+    *mut ffi::sqlite3_file,
+    c_int,
+    *mut c_int,
+) -> c_int;
+type DeleteFn = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *const c_char, c_int) -> c_int;
+
+fn make_vfs(
+    name: &'static CStr,
+    parent: *mut ffi::sqlite3_vfs,
+    open: OpenFn,
+    delete: DeleteFn,
+) -> *mut ffi::sqlite3_vfs {
     // SAFETY: `parent` is the live default VFS; reading its size fields is sound.
     let (sz, mx) = unsafe { ((*parent).szOsFile, (*parent).mxPathname) };
     Box::into_raw(Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
-        szOsFile: sz,
+        szOsFile: INNER_OFFSET as c_int + sz,
         mxPathname: mx,
         pNext: std::ptr::null_mut(),
         zName: name.as_ptr(),
         pAppData: std::ptr::null_mut::<c_void>(),
-        xOpen: Some(x_open),
-        xDelete: Some(x_delete),
+        xOpen: Some(open),
+        xDelete: Some(delete),
         xAccess: Some(x_access),
         xFullPathname: Some(x_full_pathname),
         xDlOpen: None,
@@ -165,13 +636,16 @@ pub fn register() -> Result<(), String> {
                 return Err("no default VFS to wrap".into());
             }
             let _ = PARENT.set(Parent(default));
-            for name in [WRITER_VFS, REPLICA_VFS] {
-                // Leaked on purpose: a registered VFS must outlive every connection.
-                let vfs = make_vfs(name, default);
-                // SAFETY: `vfs` is a fully initialized, never-freed sqlite3_vfs.
+            let vfses = [
+                make_vfs(WRITER_VFS, default, writer_open, writer_delete),
+                make_vfs(REPLICA_VFS, default, replica_open, x_delete),
+            ];
+            for vfs in vfses {
+                // SAFETY: `vfs` is a fully initialized, never-freed sqlite3_vfs (leaked on
+                // purpose: a registered VFS must outlive every connection).
                 let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
                 if rc != ffi::SQLITE_OK {
-                    return Err(format!("cannot register VFS {name:?}: error {rc}"));
+                    return Err(format!("cannot register a VFS: error {rc}"));
                 }
             }
             Ok(())

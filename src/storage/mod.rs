@@ -4,6 +4,7 @@
 mod error;
 mod file;
 mod retry;
+pub use retry::backoff;
 mod s3;
 mod url;
 

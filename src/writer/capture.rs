@@ -1,0 +1,643 @@
+//! What was committed and not yet shipped, for one database. Runs under the database's lock,
+//! called from SQLite's VFS callbacks: no network, no waiting, only local file I/O.
+//!
+//! WAL mode: frames are parsed as SQLite writes them to `-wal`; a commit frame seals a
+//! transaction, which is kept as *offsets* into the WAL (no copy). Before SQLite restarts,
+//! truncates or deletes the WAL, whatever is still unshipped is encoded to the local spool.
+//! Rollback-journal mode: pages written to the database file are noted and read back at the
+//! commit point (journal finalized, or the write lock dropped).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::meta::{DbFingerprint, MetaDir, SavedState, WalPosition};
+use super::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+use crate::ltx::{self, Encoder, Header};
+
+/// Where a captured page's bytes are.
+#[derive(Debug, Clone)]
+enum PageSource {
+    /// A frame of the live WAL generation (offset of its header).
+    Wal(u64),
+    /// Copied at the commit point (rollback-journal mode).
+    Data(Bytes),
+}
+
+/// Committed changes not yet given a TXID (several commits coalesce: latest page wins).
+#[derive(Debug, Default)]
+struct Pending {
+    pages: BTreeMap<u32, PageSource>,
+    commit: u32,
+    first_commit_ms: i64,
+}
+
+/// An LTX file with its TXID, waiting for upload.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub header: Header,
+    pub location: Location,
+    /// The durable position once this file is uploaded.
+    pub after: SavedState,
+    /// When the oldest commit in it happened (for lag).
+    pub first_commit_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Location {
+    Memory(Bytes),
+    Spool(PathBuf),
+}
+
+impl Location {
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::Spool(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+        }
+    }
+}
+
+/// Parsing position in the live WAL generation.
+#[derive(Debug, Clone)]
+struct WalCursor {
+    header: WalHeader,
+    /// Offset of the next frame not parsed yet.
+    next: u64,
+    /// End of the last committed frame.
+    committed_end: u64,
+    /// Frames of the transaction in progress.
+    txn: BTreeMap<u32, u64>,
+}
+
+pub struct Capture {
+    db_path: PathBuf,
+    wal_path: PathBuf,
+    meta: MetaDir,
+    db_file: Option<File>,
+    wal_file: Option<File>,
+    page_size: u32,
+    wal: Option<WalCursor>,
+    /// Open WAL handles: while any is open, database writes are checkpoints, not commits.
+    pub wal_handles: usize,
+    dirty: BTreeSet<u32>,
+    pending: Option<Pending>,
+    pub queue: VecDeque<Queued>,
+    /// Last TXID assigned.
+    pub last_txid: u64,
+    /// Last TXID known to be in the replica.
+    pub shipped_txid: u64,
+    /// Commit of the last LTX assigned (to fill pages added by growth).
+    last_commit: u32,
+    /// The next LTX must hold every page (first upload, or a resync after a gap).
+    pub needs_full: bool,
+    pub spool_limit: u64,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl Capture {
+    /// Local recovery at first open: saved state, spool, and whatever the WAL holds beyond it.
+    pub fn open(db_path: &Path, spool_limit: u64) -> io::Result<Self> {
+        let meta = MetaDir::for_database(db_path);
+        let saved = meta.load_state();
+        let mut c = Self {
+            db_path: db_path.to_path_buf(),
+            wal_path: PathBuf::from(format!("{}-wal", db_path.display())),
+            meta,
+            db_file: None,
+            wal_file: None,
+            page_size: saved.as_ref().map_or(0, |s| s.page_size),
+            wal: None,
+            wal_handles: 0,
+            dirty: BTreeSet::new(),
+            pending: None,
+            queue: VecDeque::new(),
+            last_txid: saved.as_ref().map_or(0, |s| s.txid),
+            shipped_txid: 0,
+            last_commit: 0,
+            needs_full: saved.is_none(),
+            spool_limit,
+        };
+        for (txid, _) in c.meta.spooled() {
+            c.queue_spooled(txid)?;
+        }
+        c.recover_wal(saved.as_ref())?;
+        if c.wal.is_none() {
+            let fingerprint = DbFingerprint::of(db_path);
+            let unchanged = saved
+                .as_ref()
+                .is_some_and(|s| s.db.is_some() && s.db == fingerprint);
+            let empty = fingerprint.is_none_or(|f| f.size == 0);
+            if !unchanged && !empty {
+                c.needs_full = true;
+            }
+        }
+        if c.page_size == 0 {
+            c.page_size = c.read_db_page_size().unwrap_or(0);
+        }
+        Ok(c)
+    }
+
+    fn queue_spooled(&mut self, txid: u64) -> io::Result<()> {
+        let path = self.meta.spool_path(txid);
+        let header = *ltx::Decoder::new(File::open(&path)?)
+            .map_err(other)?
+            .header();
+        self.last_txid = self.last_txid.max(txid);
+        self.queue.push_back(Queued {
+            header,
+            location: Location::Spool(path),
+            after: SavedState {
+                txid,
+                page_size: header.page_size,
+                wal: None,
+                db: None,
+            },
+            first_commit_ms: header.timestamp,
+        });
+        Ok(())
+    }
+
+    /// Positions the WAL cursor. Frames committed after the saved position (by us before a
+    /// crash, or by a process not using this VFS) become pending; a WAL we cannot line up
+    /// with the saved position means changes we never saw: resync with a full snapshot.
+    fn recover_wal(&mut self, saved: Option<&SavedState>) -> io::Result<()> {
+        let Ok(file) = File::open(&self.wal_path) else {
+            return Ok(());
+        };
+        let full = wal::scan(&file, None)?;
+        let Some(header) = full.header else {
+            return Ok(());
+        };
+        let resume = saved.and_then(|s| s.wal).filter(|p| {
+            p.salt1 == header.salt1
+                && p.salt2 == header.salt2
+                && p.end <= full.end.max(WAL_HEADER_SIZE)
+        });
+        let scan = match resume {
+            Some(p) => wal::scan(&file, Some((header, p.end, p.checksum)))?,
+            None => {
+                if full.commit.is_some() {
+                    self.needs_full = true;
+                }
+                full.clone()
+            }
+        };
+        self.page_size = header.page_size;
+        if resume.is_some() && !scan.pages.is_empty() {
+            let pages = scan
+                .pages
+                .iter()
+                .map(|(&p, &at)| (p, PageSource::Wal(at)))
+                .collect();
+            self.add_pending(pages, scan.commit.unwrap_or(0));
+        }
+        self.wal = Some(WalCursor {
+            header,
+            next: full.end,
+            committed_end: full.end,
+            txn: BTreeMap::new(),
+        });
+        self.wal_file = Some(file);
+        Ok(())
+    }
+
+    fn read_db_page_size(&mut self) -> Option<u32> {
+        let mut b = [0u8; 2];
+        self.db_file().ok()?.read_exact_at(&mut b, 16).ok()?;
+        let raw = u32::from(u16::from_be_bytes(b));
+        let size = if raw == 1 { 65536 } else { raw };
+        ltx::is_valid_page_size(size).then_some(size)
+    }
+
+    fn db_file(&mut self) -> io::Result<&File> {
+        if self.db_file.is_none() {
+            self.db_file = Some(File::open(&self.db_path)?);
+        }
+        Ok(self.db_file.as_ref().expect("just opened"))
+    }
+
+    fn wal_file(&mut self) -> io::Result<&File> {
+        if self.wal_file.is_none() {
+            self.wal_file = Some(File::open(&self.wal_path)?);
+        }
+        Ok(self.wal_file.as_ref().expect("just opened"))
+    }
+
+    fn add_pending(&mut self, pages: Vec<(u32, PageSource)>, commit: u32) {
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            first_commit_ms: crate::timefmt::now_millis(),
+            ..Pending::default()
+        });
+        pending.pages.extend(pages);
+        pending.commit = commit;
+        // A shrink drops pages beyond the new end.
+        pending.pages.retain(|&p, _| p <= commit);
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.pending.is_some() || self.needs_full || !self.queue.is_empty()
+    }
+
+    pub fn pending_since_ms(&self) -> Option<i64> {
+        let queued = self.queue.front().map(|q| q.first_commit_ms);
+        let pending = self.pending.as_ref().map(|p| p.first_commit_ms);
+        queued.into_iter().chain(pending).min()
+    }
+
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.iter().map(|q| q.location.size()).sum()
+    }
+
+    // ---- WAL mode -------------------------------------------------------------------------
+
+    pub fn wal_opened(&mut self) {
+        self.wal_handles += 1;
+    }
+
+    pub fn wal_closed(&mut self) {
+        self.wal_handles = self.wal_handles.saturating_sub(1);
+    }
+
+    /// Before SQLite writes a new WAL header (a restart): the old frames are about to be
+    /// overwritten, so everything unshipped that points at them goes to the spool.
+    pub fn before_wal_header(&mut self) -> io::Result<()> {
+        self.evacuate()?;
+        self.wal = None;
+        Ok(())
+    }
+
+    /// After the new WAL header is written.
+    pub fn after_wal_header(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // A fresh file descriptor: the WAL may be a new file since we last read it.
+        self.wal_file = None;
+        if let Some(header) = WalHeader::parse(bytes) {
+            self.page_size = header.page_size;
+            self.wal = Some(WalCursor {
+                header,
+                next: WAL_HEADER_SIZE,
+                committed_end: WAL_HEADER_SIZE,
+                txn: BTreeMap::new(),
+            });
+            self.save_position(false)?;
+        }
+        Ok(())
+    }
+
+    /// After SQLite wrote `len` bytes at `offset` (>= 32) of the WAL: parse complete frames.
+    /// Returns whether a transaction committed.
+    pub fn after_wal_write(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        let Some(mut cur) = self.wal.take() else {
+            // A WAL we have no header for (opened mid-generation by an old state): resync.
+            self.needs_full = true;
+            return Ok(true);
+        };
+        let mut committed = false;
+        let end = offset + len;
+        let frame_size = cur.header.frame_size();
+        let mut head = [0u8; FRAME_HEADER_SIZE as usize];
+        while cur.next + frame_size <= end {
+            self.wal_file()?.read_exact_at(&mut head, cur.next)?;
+            let fh = FrameHeader::parse(&head);
+            if (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
+                // Frames of a generation we did not see start: another process restarted the
+                // WAL. We cannot know what we missed.
+                log::warn!(
+                    "{}: WAL restarted outside this VFS; resyncing with a full snapshot",
+                    self.db_path.display()
+                );
+                self.needs_full = true;
+                return Ok(true);
+            }
+            cur.txn.insert(fh.pgno, cur.next);
+            cur.next += frame_size;
+            if fh.commit != 0 {
+                let pages = std::mem::take(&mut cur.txn)
+                    .into_iter()
+                    .map(|(p, at)| (p, PageSource::Wal(at)))
+                    .collect();
+                cur.committed_end = cur.next;
+                self.add_pending(pages, fh.commit);
+                committed = true;
+            }
+        }
+        self.wal = Some(cur);
+        Ok(committed)
+    }
+
+    /// Before the WAL is truncated or deleted.
+    pub fn before_wal_reset(&mut self) -> io::Result<()> {
+        self.evacuate()?;
+        self.wal = None;
+        self.wal_file = None;
+        Ok(())
+    }
+
+    /// After the WAL was truncated or deleted: the database file holds everything.
+    pub fn after_wal_reset(&mut self) -> io::Result<()> {
+        self.save_position(false)
+    }
+
+    // ---- Rollback-journal mode -------------------------------------------------------------
+
+    /// SQLite wrote `len` bytes at `offset` of the database file.
+    pub fn after_db_write(&mut self, offset: u64, len: u64) {
+        if self.wal_handles > 0 || len == 0 {
+            return; // a checkpoint copying WAL frames we already captured
+        }
+        if self.page_size == 0 {
+            self.page_size = len.next_power_of_two().clamp(512, 65536) as u32;
+        }
+        let ps = u64::from(self.page_size);
+        let first = offset / ps + 1;
+        let last = (offset + len - 1) / ps + 1;
+        self.dirty.extend((first..=last).map(|p| p as u32));
+    }
+
+    /// The transaction is committed (journal finalized or lock dropped): read back its pages.
+    pub fn commit_point(&mut self) -> io::Result<()> {
+        if self.dirty.is_empty() || self.wal_handles > 0 {
+            return Ok(());
+        }
+        if let Some(size) = self.read_db_page_size() {
+            self.page_size = size;
+        }
+        let ps = u64::from(self.page_size);
+        let file_len = self.db_file()?.metadata()?.len();
+        let commit = (file_len / ps) as u32;
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut pages = Vec::with_capacity(dirty.len());
+        let lock = ltx::lock_pgno(self.page_size);
+        for pgno in dirty.into_iter().filter(|&p| p <= commit && p != lock) {
+            let mut buf = vec![0u8; ps as usize];
+            self.db_file()?
+                .read_exact_at(&mut buf, (u64::from(pgno) - 1) * ps)?;
+            pages.push((pgno, PageSource::Data(Bytes::from(buf))));
+        }
+        self.add_pending(pages, commit);
+        Ok(())
+    }
+
+    // ---- Building LTX files ----------------------------------------------------------------
+
+    fn read_page(
+        &mut self,
+        pgno: u32,
+        source: Option<&PageSource>,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        match source {
+            Some(PageSource::Data(b)) => buf.copy_from_slice(b),
+            Some(PageSource::Wal(at)) => self
+                .wal_file()?
+                .read_exact_at(buf, at + FRAME_HEADER_SIZE)?,
+            None => {
+                // From the database file; pages past its end are zero (growth not yet written).
+                let at = (u64::from(pgno) - 1) * buf.len() as u64;
+                buf.fill(0);
+                let f = self.db_file()?;
+                let mut done = 0;
+                while done < buf.len() {
+                    match f.read_at(&mut buf[done..], at + done as u64)? {
+                        0 => break,
+                        n => done += n,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The database size in pages as SQLite sees it now.
+    fn current_commit(&mut self) -> io::Result<u32> {
+        if self.wal.is_some() {
+            let scan = wal::scan(self.wal_file()?, None)?;
+            if let Some(c) = scan.commit {
+                return Ok(c);
+            }
+        }
+        let len = self
+            .db_file()
+            .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
+            .unwrap_or(0);
+        Ok((len / u64::from(self.page_size.max(512))) as u32)
+    }
+
+    /// Every page of the current database: the file overlaid with committed WAL frames.
+    fn full_page_map(&mut self) -> io::Result<BTreeMap<u32, PageSource>> {
+        let mut map = BTreeMap::new();
+        if self.wal.is_some() {
+            let scan = wal::scan(self.wal_file()?, None)?;
+            map.extend(
+                scan.pages
+                    .into_iter()
+                    .map(|(p, at)| (p, PageSource::Wal(at))),
+            );
+        }
+        if let Some(p) = &self.pending {
+            map.extend(p.pages.iter().map(|(&k, v)| (k, v.clone())));
+        }
+        Ok(map)
+    }
+
+    /// The durable position after everything captured so far.
+    fn position(&mut self) -> io::Result<SavedState> {
+        let wal = match self.wal.clone() {
+            Some(cur) => {
+                // The running checksum after the last committed frame is in that frame's header.
+                let checksum = if cur.committed_end > WAL_HEADER_SIZE {
+                    let mut head = [0u8; FRAME_HEADER_SIZE as usize];
+                    self.wal_file()?
+                        .read_exact_at(&mut head, cur.committed_end - cur.header.frame_size())?;
+                    FrameHeader::parse(&head).checksum
+                } else {
+                    cur.header.checksum
+                };
+                Some(WalPosition {
+                    salt1: cur.header.salt1,
+                    salt2: cur.header.salt2,
+                    end: cur.committed_end,
+                    checksum,
+                })
+            }
+            None => None,
+        };
+        let db = if wal.is_none() {
+            DbFingerprint::of(&self.db_path)
+        } else {
+            None
+        };
+        Ok(SavedState {
+            txid: self.last_txid,
+            page_size: self.page_size,
+            wal,
+            db,
+        })
+    }
+
+    /// Saves the position when nothing is queued (else the shipper saves it as it goes).
+    fn save_position(&mut self, fsync: bool) -> io::Result<()> {
+        if self
+            .queue
+            .iter()
+            .any(|q| matches!(q.location, Location::Memory(_)))
+            || self.pending.is_some()
+        {
+            return Ok(());
+        }
+        let state = self.position()?;
+        self.meta.save_state(&state, fsync)
+    }
+
+    /// Assigns the next TXID to what is pending (or to a full snapshot) and queues the LTX.
+    pub fn seal_next(&mut self, now_ms: i64) -> io::Result<bool> {
+        if self.pending.is_none() && !self.needs_full {
+            return Ok(false);
+        }
+        if self.page_size == 0 {
+            match self.read_db_page_size() {
+                Some(ps) => self.page_size = ps,
+                None => return Ok(false), // nothing written yet
+            }
+        }
+        let txid = self.last_txid + 1;
+        let full = self.needs_full || txid == 1;
+        let pending = self.pending.take();
+        let commit = match &pending {
+            Some(p) => p.commit,
+            None => self.current_commit()?,
+        };
+        if commit == 0 {
+            self.pending = pending;
+            return Ok(false);
+        }
+        let first_commit_ms = pending.as_ref().map_or(now_ms, |p| p.first_commit_ms);
+        let mut sources = match (full, pending) {
+            (true, _) => self.full_page_map()?,
+            (false, Some(p)) => p.pages,
+            (false, None) => BTreeMap::new(),
+        };
+        // Pages added by growth that no frame carried are read from the database file.
+        let lock = ltx::lock_pgno(self.page_size);
+        let from = if full { 1 } else { self.last_commit + 1 };
+        let pgnos: Vec<u32> = sources
+            .keys()
+            .copied()
+            .filter(|&p| p <= commit)
+            .chain((from..=commit).filter(|p| !sources.contains_key(p)))
+            .filter(|&p| p != lock)
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        let header = Header::new(self.page_size, commit, txid, txid, now_ms);
+        let mut enc = Encoder::new(Vec::new(), header).map_err(other)?;
+        let mut buf = vec![0u8; self.page_size as usize];
+        for pgno in pgnos {
+            let source = sources.remove(&pgno);
+            self.read_page(pgno, source.as_ref(), &mut buf)?;
+            enc.encode_page(pgno, &buf).map_err(other)?;
+        }
+        let (bytes, _) = enc.finish(0).map_err(other)?;
+        self.last_txid = txid;
+        self.last_commit = commit;
+        self.needs_full = false;
+        let after = self.position()?;
+        self.queue.push_back(Queued {
+            header,
+            location: Location::Memory(Bytes::from(bytes)),
+            after,
+            first_commit_ms,
+        });
+        Ok(true)
+    }
+
+    /// Writes every queued in-memory file and anything pending to the spool, durably.
+    fn evacuate(&mut self) -> io::Result<()> {
+        self.seal_next(crate::timefmt::now_millis())?;
+        let mut spooled = 0u64;
+        for q in self.queue.iter_mut() {
+            if let Location::Memory(bytes) = &q.location {
+                let path = self.meta.spool(q.header.min_txid, bytes)?;
+                q.location = Location::Spool(path);
+            }
+            spooled += q.location.size();
+        }
+        if spooled > self.spool_limit {
+            log::warn!(
+                "{}: {spooled} bytes waiting in the spool exceed the limit of {}; dropping them and resyncing with a full snapshot",
+                self.db_path.display(),
+                self.spool_limit
+            );
+            self.drop_queue();
+            self.needs_full = true;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything queued (the replica already has it, or it is being replaced).
+    pub fn drop_queue(&mut self) {
+        for q in self.queue.drain(..) {
+            self.meta.unspool(q.header.min_txid);
+        }
+        self.last_txid = self.shipped_txid;
+    }
+
+    /// The replica's position is `remote`: line our queue up with it.
+    pub fn reconcile(&mut self, remote: u64) {
+        let first_queued = self
+            .queue
+            .front()
+            .map_or(self.last_txid + 1, |q| q.header.min_txid);
+        let lines_up = remote <= self.last_txid && remote + 1 >= first_queued;
+        self.shipped_txid = remote;
+        if lines_up {
+            while self
+                .queue
+                .front()
+                .is_some_and(|q| q.header.max_txid <= remote)
+            {
+                let q = self.queue.pop_front().expect("checked");
+                self.meta.unspool(q.header.min_txid);
+            }
+            if remote == 0 && self.queue.is_empty() {
+                self.needs_full = true; // the first file of a replica is a snapshot
+            }
+        } else {
+            // The replica moved on without us, or lost files we thought were there.
+            log::warn!(
+                "{}: replica is at TXID {remote:#x}, we are at {:#x}; resyncing with a full snapshot",
+                self.db_path.display(),
+                self.last_txid
+            );
+            self.drop_queue();
+            self.needs_full = true;
+            self.last_commit = 0;
+        }
+    }
+
+    /// After `txid` was uploaded.
+    pub fn shipped(&mut self, txid: u64) -> io::Result<()> {
+        if let Some(pos) = self.queue.iter().position(|q| q.header.min_txid == txid) {
+            let q = self.queue.remove(pos).expect("found");
+            self.meta.unspool(txid);
+            self.shipped_txid = txid;
+            // An uploaded in-memory file moves the durable position; a spooled one was
+            // durable already.
+            if matches!(q.location, Location::Memory(_)) {
+                self.meta.save_state(&q.after, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+}

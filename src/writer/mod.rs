@@ -1,0 +1,211 @@
+//! The `litestream` VFS's replication: capture (under a per-database lock, called from VFS
+//! callbacks) -> spool -> shipper (an async task on the shared runtime) -> store.
+//! One [`Replicator`] per database file per process, shared by all its connections.
+
+mod capture;
+mod meta;
+mod shipper;
+pub mod wal;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::config::DbConfig;
+use crate::storage::Store;
+pub use capture::Capture;
+
+/// What `litestream_status()` shows of one database.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    pub path: String,
+    pub replica: String,
+    pub local_txid: String,
+    pub remote_txid: String,
+    pub pending_files: usize,
+    pub pending_bytes: u64,
+    pub lag_ms: i64,
+    pub needs_snapshot: bool,
+    pub last_error: Option<String>,
+    pub uploads: u64,
+    pub uploaded_bytes: u64,
+}
+
+/// Facts the shipper reports back.
+#[derive(Debug, Default)]
+struct ShipperStats {
+    last_error: Option<String>,
+    uploads: u64,
+    uploaded_bytes: u64,
+    remote_known: bool,
+}
+
+pub struct Replicator {
+    db_path: PathBuf,
+    config: DbConfig,
+    store: Store,
+    capture: Mutex<Capture>,
+    stats: Mutex<ShipperStats>,
+    wake: tokio::sync::Notify,
+    /// Connections (main-database handles) using this replicator.
+    handles: AtomicUsize,
+    closing: std::sync::atomic::AtomicBool,
+    /// Set by `litestream_sync()`: ship now, ignoring the minimum interval.
+    flush: std::sync::atomic::AtomicBool,
+}
+
+static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
+    LazyLock::new(Default::default);
+
+/// How long closing the last connection waits for the replica to catch up.
+pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Replicator {
+    /// The replicator of `db_path`, created (local recovery, shipper started) on first use.
+    pub fn acquire(db_path: &Path, config: DbConfig) -> Result<Arc<Self>, String> {
+        let mut reg = REGISTRY.lock();
+        if let Some(r) = reg.get(db_path) {
+            if r.config.replica_url != config.replica_url {
+                return Err(format!(
+                    "{} is already replicating to {} in this process",
+                    db_path.display(),
+                    r.store.describe()
+                ));
+            }
+            r.handles.fetch_add(1, Ordering::SeqCst);
+            return Ok(r.clone());
+        }
+        let store = Store::open(&config.replica_url).map_err(|e| e.to_string())?;
+        let capture = Capture::open(db_path, config.spool_limit).map_err(|e| {
+            format!(
+                "{}: cannot read local replication state: {e}",
+                db_path.display()
+            )
+        })?;
+        let r = Arc::new(Self {
+            db_path: db_path.to_path_buf(),
+            config,
+            store,
+            capture: Mutex::new(capture),
+            stats: Mutex::new(ShipperStats::default()),
+            wake: tokio::sync::Notify::new(),
+            handles: AtomicUsize::new(1),
+            closing: Default::default(),
+            flush: Default::default(),
+        });
+        reg.insert(db_path.to_path_buf(), r.clone());
+        shipper::start(r.clone());
+        Ok(r)
+    }
+
+    /// A replicator already open for `db_path` (for its WAL and journal files).
+    pub fn find(db_path: &Path) -> Option<Arc<Self>> {
+        REGISTRY.lock().get(db_path).cloned()
+    }
+
+    pub fn all() -> Vec<Arc<Self>> {
+        let mut v: Vec<_> = REGISTRY.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.db_path.cmp(&b.db_path));
+        v
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Runs `f` on the capture state; an I/O error there never fails SQLite's operation: it
+    /// is logged, shown in the status, and answered with a full resync.
+    pub fn with_capture(&self, what: &str, f: impl FnOnce(&mut Capture) -> std::io::Result<()>) {
+        let mut c = self.capture.lock();
+        if let Err(e) = f(&mut c) {
+            log::error!(
+                "{}: {what}: {e}; will resync with a full snapshot",
+                self.db_path.display()
+            );
+            c.needs_full = true;
+            self.stats.lock().last_error = Some(format!("{what}: {e}"));
+        }
+    }
+
+    /// Something was committed: let the shipper know.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A connection closed its main database handle. The last one flushes (bounded) and
+    /// stops the shipper.
+    pub fn release(self: &Arc<Self>) {
+        if self.handles.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if let Err(e) = self.sync(CLOSE_FLUSH_TIMEOUT) {
+            log::warn!(
+                "{}: closing with unshipped changes (kept locally for the next open): {e}",
+                self.db_path.display()
+            );
+        }
+        let mut reg = REGISTRY.lock();
+        // Reopened while we flushed: keep running.
+        if self.handles.load(Ordering::SeqCst) == 0 {
+            self.closing.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+            reg.remove(&self.db_path);
+        }
+    }
+
+    /// Waits until everything captured so far is in the replica.
+    pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let target = {
+            let mut c = self.capture.lock();
+            if let Err(e) = c.seal_next(crate::timefmt::now_millis()) {
+                return Err(format!("cannot prepare the next upload: {e}"));
+            }
+            c.last_txid
+        };
+        loop {
+            self.flush.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+            {
+                let c = self.capture.lock();
+                if c.shipped_txid >= target && !c.needs_full {
+                    return Ok(c.shipped_txid);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                let err = self.stats.lock().last_error.clone();
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for TXID {target:#x} to reach {}{}",
+                    self.store.describe(),
+                    err.map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let c = self.capture.lock();
+        let stats = self.stats.lock();
+        Status {
+            path: self.db_path.display().to_string(),
+            replica: self.store.describe(),
+            local_txid: crate::ltx::format_txid(c.last_txid),
+            remote_txid: crate::ltx::format_txid(c.shipped_txid),
+            pending_files: c.queue.len(),
+            pending_bytes: c.queued_bytes(),
+            lag_ms: c
+                .pending_since_ms()
+                .map_or(0, |t| (crate::timefmt::now_millis() - t).max(0)),
+            needs_snapshot: c.needs_full,
+            last_error: stats.last_error.clone(),
+            uploads: stats.uploads,
+            uploaded_bytes: stats.uploaded_bytes,
+        }
+    }
+}
