@@ -45,6 +45,8 @@ pub struct Queued {
     pub after: SavedState,
     /// When the oldest commit in it happened (for lag).
     pub first_commit_ms: i64,
+    /// `commits_captured` when it was sealed.
+    pub commits: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -70,8 +72,8 @@ struct WalCursor {
     next: u64,
     /// End of the last committed frame.
     committed_end: u64,
-    /// Frames of the transaction in progress.
-    txn: BTreeMap<u32, u64>,
+    /// Frames (pgno, offset) of the transaction in progress, in write order.
+    txn: Vec<(u32, u64)>,
 }
 
 pub struct Capture {
@@ -96,6 +98,12 @@ pub struct Capture {
     /// The next LTX must hold every page (first upload, or a resync after a gap).
     pub needs_full: bool,
     pub spool_limit: u64,
+    /// TXIDs are only assigned once the replica's position is known (else a TXID we give
+    /// out could already exist remotely with other content, from before a crash).
+    pub remote_known: bool,
+    /// Commits captured so far, and how many of them the replica has (for `sync`).
+    pub commits_captured: u64,
+    pub commits_shipped: u64,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -121,9 +129,12 @@ impl Capture {
             queue: VecDeque::new(),
             last_txid: saved.as_ref().map_or(0, |s| s.txid),
             shipped_txid: 0,
-            last_commit: 0,
+            last_commit: saved.as_ref().map_or(0, |s| s.commit),
             needs_full: saved.is_none(),
             spool_limit,
+            remote_known: false,
+            commits_captured: 0,
+            commits_shipped: 0,
         };
         for (txid, _) in c.meta.spooled() {
             c.queue_spooled(txid)?;
@@ -157,10 +168,12 @@ impl Capture {
             after: SavedState {
                 txid,
                 page_size: header.page_size,
+                commit: header.commit,
                 wal: None,
                 db: None,
             },
             first_commit_ms: header.timestamp,
+            commits: 0,
         });
         Ok(())
     }
@@ -203,10 +216,20 @@ impl Capture {
             header,
             next: full.end,
             committed_end: full.end,
-            txn: BTreeMap::new(),
+            txn: Vec::new(),
         });
         self.wal_file = Some(file);
         Ok(())
+    }
+
+    /// Whether `-journal` holds a live (or hot) rollback journal: non-empty header.
+    fn journal_active(&self) -> bool {
+        let path = PathBuf::from(format!("{}-journal", self.db_path.display()));
+        let mut head = [0u8; 8];
+        match File::open(path) {
+            Ok(f) => f.read_exact_at(&mut head, 0).is_ok() && head != [0u8; 8],
+            Err(_) => false,
+        }
     }
 
     fn read_db_page_size(&mut self) -> Option<u32> {
@@ -238,6 +261,7 @@ impl Capture {
         });
         pending.pages.extend(pages);
         pending.commit = commit;
+        self.commits_captured += 1;
         // A shrink drops pages beyond the new end.
         pending.pages.retain(|&p, _| p <= commit);
     }
@@ -284,7 +308,7 @@ impl Capture {
                 header,
                 next: WAL_HEADER_SIZE,
                 committed_end: WAL_HEADER_SIZE,
-                txn: BTreeMap::new(),
+                txn: Vec::new(),
             });
             self.save_position(false)?;
         }
@@ -302,6 +326,16 @@ impl Capture {
         let mut committed = false;
         let end = offset + len;
         let frame_size = cur.header.frame_size();
+        // A frame written over an uncommitted one at a frame boundary: SQLite rolled back to
+        // a savepoint (or the whole transaction) and is rewriting from there. What we parsed
+        // from that point on is void. (Writes below the committed end only rewrite checksums;
+        // data-only writes inside a frame update a page in place: neither moves anything.)
+        let at_boundary =
+            offset >= WAL_HEADER_SIZE && (offset - WAL_HEADER_SIZE).is_multiple_of(frame_size);
+        if at_boundary && offset >= cur.committed_end && offset < cur.next {
+            cur.next = offset;
+            cur.txn.retain(|&(_, at)| at < offset);
+        }
         let mut head = [0u8; FRAME_HEADER_SIZE as usize];
         while cur.next + frame_size <= end {
             self.wal_file()?.read_exact_at(&mut head, cur.next)?;
@@ -316,10 +350,12 @@ impl Capture {
                 self.needs_full = true;
                 return Ok(true);
             }
-            cur.txn.insert(fh.pgno, cur.next);
+            cur.txn.push((fh.pgno, cur.next));
             cur.next += frame_size;
             if fh.commit != 0 {
-                let pages = std::mem::take(&mut cur.txn)
+                // Later frames of a page win.
+                let latest: BTreeMap<u32, u64> = std::mem::take(&mut cur.txn).into_iter().collect();
+                let pages = latest
                     .into_iter()
                     .map(|(p, at)| (p, PageSource::Wal(at)))
                     .collect();
@@ -477,6 +513,7 @@ impl Capture {
         Ok(SavedState {
             txid: self.last_txid,
             page_size: self.page_size,
+            commit: self.last_commit,
             wal,
             db,
         })
@@ -497,8 +534,9 @@ impl Capture {
     }
 
     /// Assigns the next TXID to what is pending (or to a full snapshot) and queues the LTX.
-    pub fn seal_next(&mut self, now_ms: i64) -> io::Result<bool> {
-        if self.pending.is_none() && !self.needs_full {
+    /// Only once the replica's position is known, unless `force` (the WAL is about to go).
+    pub fn seal_next(&mut self, now_ms: i64, force: bool) -> io::Result<bool> {
+        if (self.pending.is_none() && !self.needs_full) || !(self.remote_known || force) {
             return Ok(false);
         }
         if self.page_size == 0 {
@@ -509,6 +547,11 @@ impl Capture {
         }
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
+        if full && self.wal.is_none() && self.journal_active() {
+            // A rollback-journal transaction is in progress (or a crash left a hot journal
+            // that the next reader will roll back): the file is not consistent yet.
+            return Ok(false);
+        }
         let pending = self.pending.take();
         let commit = match &pending {
             Some(p) => p.commit,
@@ -524,9 +567,16 @@ impl Capture {
             (false, Some(p)) => p.pages,
             (false, None) => BTreeMap::new(),
         };
-        // Pages added by growth that no frame carried are read from the database file.
+        // Pages added by growth that no captured frame carried: their current content (a
+        // committed WAL frame, else the database file).
         let lock = ltx::lock_pgno(self.page_size);
         let from = if full { 1 } else { self.last_commit + 1 };
+        if !full && from <= commit && self.wal.is_some() {
+            let scan = wal::scan(self.wal_file()?, None)?;
+            for (p, at) in scan.pages.range(from..=commit) {
+                sources.entry(*p).or_insert(PageSource::Wal(*at));
+            }
+        }
         let pgnos: Vec<u32> = sources
             .keys()
             .copied()
@@ -554,13 +604,14 @@ impl Capture {
             location: Location::Memory(Bytes::from(bytes)),
             after,
             first_commit_ms,
+            commits: self.commits_captured,
         });
         Ok(true)
     }
 
     /// Writes every queued in-memory file and anything pending to the spool, durably.
     fn evacuate(&mut self) -> io::Result<()> {
-        self.seal_next(crate::timefmt::now_millis())?;
+        self.seal_next(crate::timefmt::now_millis(), true)?;
         let mut spooled = 0u64;
         for q in self.queue.iter_mut() {
             if let Location::Memory(bytes) = &q.location {
@@ -589,13 +640,28 @@ impl Capture {
         self.last_txid = self.shipped_txid;
     }
 
-    /// The replica's position is `remote`: line our queue up with it.
-    pub fn reconcile(&mut self, remote: u64) {
+    /// The file checksum of our queued LTX with this TXID, to compare with the replica's.
+    pub fn queued_checksum(&self, txid: u64) -> Option<u64> {
+        let q = self.queue.iter().find(|q| q.header.min_txid == txid)?;
+        let bytes = match &q.location {
+            Location::Memory(b) => b.to_vec(),
+            Location::Spool(p) => std::fs::read(p).ok()?,
+        };
+        let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+        Some(u64::from_be_bytes(tail))
+    }
+
+    /// The replica's position is `remote`; `same_content` says whether the replica's file
+    /// `remote` is the very one we queued under that TXID (when we queued one).
+    pub fn reconcile(&mut self, remote: u64, same_content: bool) {
+        self.remote_known = true;
         let first_queued = self
             .queue
             .front()
             .map_or(self.last_txid + 1, |q| q.header.min_txid);
-        let lines_up = remote <= self.last_txid && remote + 1 >= first_queued;
+        let lines_up = remote <= self.last_txid
+            && remote + 1 >= first_queued
+            && (remote < first_queued || same_content);
         self.shipped_txid = remote;
         if lines_up {
             while self
@@ -628,6 +694,7 @@ impl Capture {
             let q = self.queue.remove(pos).expect("found");
             self.meta.unspool(txid);
             self.shipped_txid = txid;
+            self.commits_shipped = self.commits_shipped.max(q.commits);
             // An uploaded in-memory file moves the durable position; a spooled one was
             // durable already.
             if matches!(q.location, Location::Memory(_)) {

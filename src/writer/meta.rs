@@ -43,6 +43,9 @@ impl DbFingerprint {
 pub struct SavedState {
     pub txid: u64,
     pub page_size: u32,
+    /// Database size in pages at `txid`.
+    #[serde(default)]
+    pub commit: u32,
     pub wal: Option<WalPosition>,
     pub db: Option<DbFingerprint>,
 }

@@ -41,7 +41,6 @@ struct ShipperStats {
     last_error: Option<String>,
     uploads: u64,
     uploaded_bytes: u64,
-    remote_known: bool,
 }
 
 pub struct Replicator {
@@ -157,29 +156,23 @@ impl Replicator {
         }
     }
 
-    /// Waits until everything captured so far is in the replica.
+    /// Waits until every commit captured so far is in the replica.
     pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
         let deadline = std::time::Instant::now() + timeout;
-        let target = {
-            let mut c = self.capture.lock();
-            if let Err(e) = c.seal_next(crate::timefmt::now_millis()) {
-                return Err(format!("cannot prepare the next upload: {e}"));
-            }
-            c.last_txid
-        };
+        let target = self.capture.lock().commits_captured;
         loop {
             self.flush.store(true, Ordering::SeqCst);
             self.wake.notify_one();
             {
                 let c = self.capture.lock();
-                if c.shipped_txid >= target && !c.needs_full {
+                if c.remote_known && c.commits_shipped >= target && !c.needs_full {
                     return Ok(c.shipped_txid);
                 }
             }
             if std::time::Instant::now() >= deadline {
                 let err = self.stats.lock().last_error.clone();
                 return Err(format!(
-                    "timed out after {timeout:?} waiting for TXID {target:#x} to reach {}{}",
+                    "timed out after {timeout:?} waiting for the replica {} to catch up{}",
                     self.store.describe(),
                     err.map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()

@@ -29,6 +29,33 @@ async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
     Ok(max)
 }
 
+/// Learns the replica's position and lines our queue up with it. When the replica already
+/// has a TXID we also queued (a crash between upload and saving the position), the two are
+/// the same upload only if their file checksums match.
+async fn line_up(r: &Replicator) -> Result<(), StorageError> {
+    let remote = remote_position(r).await?;
+    let ours = r.capture.lock().queued_checksum(remote);
+    let same = match ours {
+        Some(sum) => {
+            let files = r.store.list_ltx(0, remote).await?;
+            match files
+                .iter()
+                .find(|f| f.min_txid == remote && f.max_txid == remote)
+            {
+                Some(f) if f.size >= 8 => {
+                    let tail = r.store.get_ltx(f, Some((f.size - 8, Some(8)))).await?;
+                    tail.len() == 8
+                        && u64::from_be_bytes(tail[..].try_into().expect("8 bytes")) == sum
+                }
+                _ => false,
+            }
+        }
+        None => true,
+    };
+    r.capture.lock().reconcile(remote, same);
+    Ok(())
+}
+
 fn record_error(r: &Replicator, e: &dyn std::fmt::Display) {
     let msg = e.to_string();
     let mut stats = r.stats.lock();
@@ -45,12 +72,9 @@ async fn run(r: Arc<Replicator>) {
         if r.closing.load(Ordering::SeqCst) {
             return;
         }
-        if !r.stats.lock().remote_known {
-            match remote_position(&r).await {
-                Ok(remote) => {
-                    r.capture.lock().reconcile(remote);
-                    r.stats.lock().remote_known = true;
-                }
+        if !r.capture.lock().remote_known {
+            match line_up(&r).await {
+                Ok(()) => {}
                 Err(e) => {
                     record_error(&r, &e);
                     backoff(&r, &mut attempt).await;
@@ -73,7 +97,7 @@ async fn run(r: Arc<Replicator>) {
             tokio::task::spawn_blocking(move || {
                 let mut c = r2.capture.lock();
                 if c.queue.is_empty() {
-                    c.seal_next(crate::timefmt::now_millis())?;
+                    c.seal_next(crate::timefmt::now_millis(), false)?;
                 }
                 Ok::<_, std::io::Error>(c.queue.front().cloned())
             })
@@ -140,7 +164,7 @@ async fn run(r: Arc<Replicator>) {
                     &r,
                     &format!("TXID {txid:#x} already exists in the replica (another writer?): {e}"),
                 );
-                r.stats.lock().remote_known = false;
+                r.capture.lock().remote_known = false;
             }
             Err(e) => {
                 record_error(&r, &e);

@@ -1,0 +1,153 @@
+"""The `litestream` VFS from a Python application: randomized workloads replicate to every
+real store kind, and the real `litestream restore` 0.5.17 rebuilds exactly the source."""
+import json
+import random
+import sqlite3
+import urllib.parse
+
+import pytest
+
+from helpers import Store, dump, litestream_restore, random_workload
+
+STORES = ["file", "moto", "ceph"]
+
+
+def open_replicated(connect, path, url, **params):
+    connect()  # loads the extension, which registers the VFS for the process
+    extra = "".join(f"&{k}={v}" for k, v in params.items())
+    # The replica URL is one URI parameter: its own ? and & must be percent-encoded.
+    replica = urllib.parse.quote(url, safe="")
+    con = sqlite3.connect(f"file:{path}?vfs=litestream&replica={replica}{extra}", uri=True, isolation_level=None)
+    return con
+
+
+def sync(con, timeout_ms=30000):
+    return json.loads(con.execute("select litestream_sync(?)", (timeout_ms,)).fetchone()[0])
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("journal_mode,page_size", [("wal", 4096), ("delete", 1024), ("wal", 65536), ("truncate", 4096), ("persist", 4096)])
+def test_randomized_workload_restores_with_litestream(connect, tmp_path, monkeypatch, kind, journal_mode, page_size):
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    con.execute(f"pragma page_size={page_size}")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    rng = random.Random(f"{kind}-{journal_mode}-{page_size}")
+    random_workload(con, rng, 40)
+    # A second connection writes too.
+    other = open_replicated(connect, db, url)
+    random_workload(other, rng, 10, allow_vacuum=False)
+    other.close()
+    sync(con)
+    expected = dump(db)
+    out = litestream_restore(store, url, tmp_path / "restored.db")
+    assert dump(out) == expected
+    con.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "moto"])
+def test_reopen_continues_the_chain(connect, tmp_path, monkeypatch, kind):
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    con.execute("pragma journal_mode=wal")
+    random_workload(con, random.Random(1), 10)
+    first = sync(con)[str(db)]
+    con.close()
+    con = open_replicated(connect, db, url)
+    random_workload(con, random.Random(2), 10)
+    second = sync(con)[str(db)]
+    assert int(second, 16) > int(first, 16)
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    mine = [d for d in status["databases"] if d["path"] == str(db)][0]
+    assert mine["remote_txid"] == second and mine["last_error"] is None
+    expected = dump(db)
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "r.db")) == expected
+    # No full resync happened: only the first file is a snapshot-sized one.
+    if kind == "file":
+        names = sorted(p.name for p in (tmp_path / "replica-app.db/ltx/0").iterdir())
+        txids = [int(n.split("-")[0], 16) for n in names]
+        assert txids == list(range(1, len(txids) + 1)), names
+
+
+def test_writes_without_the_vfs_are_healed(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    con.execute("pragma journal_mode=wal")
+    random_workload(con, random.Random(3), 10)
+    sync(con)
+    con.close()
+    # Plain SQLite writes and checkpoints behind our back.
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("insert into t(k, v) values(424242, 'outside')")
+    plain.execute("pragma wal_checkpoint(truncate)")
+    plain.close()
+    con = open_replicated(connect, db, url)
+    sync(con)
+    expected = dump(db)
+    assert "424242" in expected
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "r.db")) == expected
+
+
+def test_replaced_database_file_is_healed(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    random_workload(con, random.Random(4), 5)
+    sync(con)
+    con.close()
+    db.unlink()
+    fresh = sqlite3.connect(db)
+    fresh.execute("create table other(x)")
+    fresh.execute("insert into other values('replaced')")
+    fresh.commit()
+    fresh.close()
+    con = open_replicated(connect, db, url)
+    sync(con)
+    con.close()
+    restored = dump(litestream_restore(store, url, tmp_path / "r.db"))
+    assert "replaced" in restored and "CREATE TABLE t" not in restored
+
+
+def test_wiped_replica_is_rebuilt(connect, tmp_path):
+    import shutil
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    con.execute("pragma journal_mode=wal")
+    random_workload(con, random.Random(5), 5)
+    sync(con)
+    con.close()
+    shutil.rmtree(tmp_path / "replica-app.db")
+    con = open_replicated(connect, db, url)
+    con.execute("insert into t(k, v) values(7, 'after wipe')")
+    sync(con)
+    expected = dump(db)
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "r.db")) == expected
+
+
+def test_bad_configuration_is_a_clear_error_at_open(connect, tmp_path):
+    connect()
+    for uri, needle in [
+        (f"file:{tmp_path}/a.db?vfs=litestream&replica=ftp://x/y", "unsupported scheme"),
+        (f"file:{tmp_path}/b.db?vfs=litestream&replica=file:///tmp/x&colour=red", "unknown URI parameter"),
+        (f"file:{tmp_path}/c.db?vfs=litestream", "no replica"),
+    ]:
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            sqlite3.connect(uri, uri=True).execute("select 1").fetchall()
+        status = json.loads(connect().execute("select litestream_status()").fetchone()[0])
+        assert needle in status["last_open_error"], status["last_open_error"]
