@@ -2,13 +2,14 @@
 #   make        build target/release/liblitestream.so
 #   make demo   build, then show the main job on the embedded file:// default
 #   make test   every test: cargo, sqlite3 shell, Python, Node; starts and stops the S3 servers
+#   make soak   make test with 500 SIGKILL crash trials instead of 50
 #   make lint   cargo fmt --check and clippy -D warnings
 #   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
 
 CARGO ?= cargo
 LIB := target/release/liblitestream.so
 
-.PHONY: all build demo test lint fuzz clean
+.PHONY: all build demo test soak lint fuzz clean
 
 all: build
 
@@ -20,6 +21,9 @@ demo: build
 
 test: build
 	scripts/run-tests.sh
+
+soak: build
+	LITESTREAM_CRASH_TRIALS=500 scripts/run-tests.sh
 
 lint:
 	$(CARGO) fmt --check

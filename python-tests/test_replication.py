@@ -151,3 +151,109 @@ def test_bad_configuration_is_a_clear_error_at_open(connect, tmp_path):
             sqlite3.connect(uri, uri=True).execute("select 1").fetchall()
         status = json.loads(connect().execute("select litestream_status()").fetchone()[0])
         assert needle in status["last_open_error"], status["last_open_error"]
+
+
+@pytest.mark.parametrize("checkpoint", ["PASSIVE", "FULL", "RESTART", "TRUNCATE"])
+def test_checkpoints_of_every_kind_lose_nothing(connect, tmp_path, checkpoint):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "1s"})  # keep commits unshipped
+    con.execute("pragma journal_mode=wal")
+    con.execute("pragma wal_autocheckpoint=5")  # autocheckpoints too
+    reader = open_replicated(connect, db, url)
+    rng = random.Random(checkpoint)
+    for i in range(30):
+        random_workload(con, rng, 1, allow_vacuum=False)
+        if i % 7 == 0:
+            # By the app, and by another connection, while commits are still unshipped.
+            (con if i % 2 else reader).execute(f"pragma wal_checkpoint({checkpoint})").fetchall()
+    sync(con)
+    expected = dump(db)
+    reader.close()
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "r.db")) == expected
+
+
+def test_journal_mode_switches_while_open(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    rng = random.Random(9)
+    for mode in ["wal", "delete", "wal", "truncate", "persist", "wal"]:
+        assert con.execute(f"pragma journal_mode={mode}").fetchone()[0] == mode
+        random_workload(con, rng, 6)
+    con.execute("pragma auto_vacuum=incremental")
+    con.execute("vacuum")
+    con.execute("delete from t where id % 3 = 0")
+    con.execute("pragma incremental_vacuum(5)")
+    sync(con)
+    expected = dump(db)
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "r.db")) == expected
+
+
+def test_each_idle_commit_is_its_own_txid(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(x)")
+    sync(con)
+    states = []
+    for i in range(5):
+        con.execute("insert into t values(?)", (i,))
+        txid = int(sync(con)[str(db)], 16)
+        states.append((txid, dump(db)))
+    assert [t for t, _ in states] == list(range(states[0][0], states[0][0] + 5))
+    for txid, expected in states:
+        assert dump(litestream_restore(store, url, tmp_path / f"r{txid}.db", txid=txid)) == expected
+    con.close()
+
+
+def test_replica_from_environment(connect, tmp_path, monkeypatch):
+    connect()
+    (tmp_path / "data" / "tenants").mkdir(parents=True)
+    monkeypatch.setenv("LITESTREAM_REPLICA_BASE_URL", f"file://{tmp_path}/base")
+    monkeypatch.setenv("LITESTREAM_DATA_DIR", str(tmp_path / "data"))
+    db = tmp_path / "data" / "tenants" / "a.db"
+    con = sqlite3.connect(f"file:{db}?vfs=litestream", uri=True, isolation_level=None)
+    con.execute("create table t(x)")
+    con.execute("insert into t values('tenant a')")
+    sync(con)
+    expected = dump(db)
+    con.close()
+    # Litestream's directory layout: <base>/<path relative to the data dir>.
+    store = Store("file", tmp_path)
+    assert dump(litestream_restore(store, f"file://{tmp_path}/base/tenants/a.db", tmp_path / "r.db")) == expected
+    # One exact URL wins over the base.
+    monkeypatch.setenv("LITESTREAM_REPLICA_URL", f"file://{tmp_path}/exact")
+    db2 = tmp_path / "data" / "b.db"
+    con = sqlite3.connect(f"file:{db2}?vfs=litestream", uri=True, isolation_level=None)
+    con.execute("create table u(y)")
+    sync(con)
+    con.close()
+    assert (tmp_path / "exact" / "ltx" / "0").is_dir()
+
+
+def test_store_outage_never_fails_local_commits(connect, tmp_path):
+    """A replica that cannot be reached: commits succeed, status says why, nothing is lost."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    url = f"s3://bkt/app.db?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url)
+    con.execute("pragma journal_mode=wal")
+    random_workload(con, random.Random(11), 10)
+    with pytest.raises(sqlite3.OperationalError, match="timed out"):
+        con.execute("select litestream_sync(4000)").fetchone()
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    mine = [d for d in status["databases"] if d["path"] == str(db)][0]
+    assert "127.0.0.1" in (mine["last_error"] or "") or "s3://bkt" in (mine["last_error"] or ""), mine
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    con.close()

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# The main job on the embedded file:// default, in the sqlite3 shell: load the extension,
-# see what it registers, and (as the VFS issues land) replicate and restore.
+# The main job on the embedded file:// default, in the sqlite3 shell: write through the
+# litestream VFS, see the replica's LTX files, and restore them (with our restore when it
+# exists, and with the real Litestream binary when the test venv has it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-echo "== loading target/release/liblitestream.so into sqlite3 $(sqlite3 --version | cut -d' ' -f1)"
+echo "== sqlite3 $(sqlite3 --version | cut -d' ' -f1): writing $WORK/app.db through vfs=litestream, replica file://$WORK/replica"
 sqlite3 -batch :memory: <<SQL
 .load ./target/release/liblitestream
+.open file:$WORK/app.db?vfs=litestream&replica=file://$WORK/replica
+PRAGMA journal_mode=wal;
+CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
+INSERT INTO notes(body) VALUES ('first'), ('second');
+UPDATE notes SET body = 'second, edited' WHERE id = 2;
+SELECT 'synced: ' || litestream_sync(10000);
 SELECT 'status: ' || litestream_status();
 SQL
+echo "== the replica (Litestream's file layout):"
+find "$WORK/replica" -type f | sort | sed "s|$WORK/||"
+if [ -x .venv/bin/litestream ]; then
+    echo "== restored by Litestream 0.5.17 (litestream restore):"
+    env -u AWS_CA_BUNDLE .venv/bin/litestream restore -o "$WORK/restored.db" "file://$WORK/replica"
+    sqlite3 "$WORK/restored.db" "SELECT id, body FROM notes"
+fi

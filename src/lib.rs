@@ -39,7 +39,8 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
             .and_then(|()| {
                 sql::register_all(&unsafe { sqlite::functions::Connection::from_raw(db) })
             })
-            .and_then(|()| register_auto_extension());
+            .and_then(|()| register_auto_extension())
+            .map(|()| register_exit_flush());
         match setup {
             Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
             Err(e) => fail(err_msg, &format!("litestream: {e}")),
@@ -78,4 +79,16 @@ fn register_auto_extension() -> Result<(), String> {
     } else {
         Err(format!("cannot register the auto-extension: error {rc}"))
     }
+}
+
+/// Flushes replicas when the process exits normally (`exit()` / returning from `main`).
+fn register_exit_flush() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn at_exit() {
+        sqlite::guard((), writer::flush_all_at_exit);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a plain function with no arguments; it never unwinds (guarded).
+        unsafe { libc::atexit(at_exit) };
+    });
 }

@@ -62,6 +62,8 @@ static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
 
 /// How long closing the last connection waits for the replica to catch up.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// ... and when the store is failing already.
+pub const FAILING_CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Replicator {
     /// The replicator of `db_path`, created (local recovery, shipper started) on first use.
@@ -141,7 +143,14 @@ impl Replicator {
         if self.handles.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
-        if let Err(e) = self.sync(CLOSE_FLUSH_TIMEOUT) {
+        // Best effort: a store that is failing right now gets one short try, not the full wait.
+        let failing = self.stats.lock().last_error.is_some();
+        let timeout = if failing {
+            FAILING_CLOSE_FLUSH_TIMEOUT
+        } else {
+            CLOSE_FLUSH_TIMEOUT
+        };
+        if let Err(e) = self.sync(timeout) {
             log::warn!(
                 "{}: closing with unshipped changes (kept locally for the next open): {e}",
                 self.db_path.display()
@@ -199,6 +208,22 @@ impl Replicator {
             last_error: stats.last_error.clone(),
             uploads: stats.uploads,
             uploaded_bytes: stats.uploaded_bytes,
+        }
+    }
+}
+
+/// How long process exit waits for unshipped commits, per database.
+pub const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At process exit (connections possibly never closed): a bounded best-effort flush. What
+/// does not make it stays in the WAL or the spool and ships at the next open.
+pub fn flush_all_at_exit() {
+    for r in Replicator::all() {
+        if let Err(e) = r.sync(EXIT_FLUSH_TIMEOUT) {
+            log::warn!(
+                "{}: exiting with unshipped changes (kept locally): {e}",
+                r.db_path.display()
+            );
         }
     }
 }
