@@ -4,12 +4,13 @@
 #   make test   every test: cargo, sqlite3 shell, Python, Node; starts and stops the S3 servers
 #   make soak   make test with 500 SIGKILL crash trials instead of 50
 #   make lint   cargo fmt --check and clippy -D warnings
+#   make bench  plain SQLite vs ours vs Litestream 0.5.17 on Ceph RGW -> bench/results.md (BENCH_SCALE=0.05 for a quick run)
 #   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
 
 CARGO ?= cargo
 LIB := target/release/liblitestream.so
 
-.PHONY: all build demo test soak lint fuzz clean
+.PHONY: all build demo test soak bench lint fuzz clean
 
 all: build
 
@@ -21,6 +22,9 @@ demo: build
 
 test: build
 	scripts/run-tests.sh
+
+bench: build
+	scripts/bench.sh
 
 soak: build
 	LITESTREAM_CRASH_TRIALS=500 scripts/run-tests.sh

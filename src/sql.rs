@@ -48,7 +48,46 @@ fn sync(args: &[Value]) -> Result<Output, String> {
     Ok(Output::Text(serde_json::Value::Object(out).to_string()))
 }
 
+/// `litestream_restore(replica_url, out_path [, target [, 'overwrite']])`: restores the
+/// replica to `out_path` at the latest state, a TXID, or a timestamp; returns a JSON summary.
+fn restore(args: &[Value]) -> Result<Output, String> {
+    let text = |i: usize, what: &str| match args.get(i) {
+        Some(Value::Text(s)) => Ok(Some(s.clone())),
+        Some(Value::Null) | None => Ok(None),
+        Some(Value::Integer(n)) if what == "target" => Ok(Some(n.to_string())),
+        Some(other) => Err(format!(
+            "litestream_restore: {what} must be text, not {other:?}"
+        )),
+    };
+    let url = text(0, "replica_url")?.ok_or("litestream_restore: replica_url is required")?;
+    let out = text(1, "out_path")?.ok_or("litestream_restore: out_path is required")?;
+    let target = match text(2, "target")? {
+        Some(t) => {
+            crate::restore::Target::parse(&t).map_err(|e| format!("litestream_restore: {e}"))?
+        }
+        None => crate::restore::Target::Latest,
+    };
+    let overwrite = match text(3, "option")?.as_deref() {
+        None => false,
+        Some("overwrite") => true,
+        Some(other) => {
+            return Err(format!(
+                "litestream_restore: unknown option {other:?} (known: 'overwrite')"
+            ))
+        }
+    };
+    let opts = crate::restore::RestoreOptions { overwrite };
+    let summary = crate::restore::restore_blocking(&url, std::path::Path::new(&out), target, opts)
+        .map_err(|e| format!("litestream_restore: {e}"))?;
+    serde_json::to_string(&summary)
+        .map(Output::Text)
+        .map_err(|e| e.to_string())
+}
+
 pub fn register_all(db: &Connection) -> Result<(), String> {
+    for n in 2..=4 {
+        register(db, c"litestream_restore", n, false, restore)?;
+    }
     register(db, c"litestream_status", 0, false, status)?;
     register(db, c"litestream_status", 1, false, status)?;
     register(db, c"litestream_sync", 0, false, sync)?;

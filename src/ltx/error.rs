@@ -50,6 +50,9 @@ pub enum LtxError {
     PageSizeMismatch(u32, u32),
     #[error("nothing to merge")]
     NoInputs,
+    /// An error reading the `index`-th input of a merge.
+    #[error("input {index}: {source}")]
+    Input { index: usize, source: Box<LtxError> },
     #[error("encoder misuse: {0}")]
     Misuse(&'static str),
 }

@@ -17,7 +17,7 @@ pub use encoder::{EncodeSummary, Encoder};
 pub use error::LtxError;
 pub use header::{Header, Trailer};
 pub use index::{IndexLocation, PageIndex, PageIndexEntry};
-pub use merge::{check_contiguous, merge, MergeSummary};
+pub use merge::{apply_to_database, check_contiguous, merge, ApplySummary, MergeSummary};
 
 /// File magic shared by LTX versions 2 and 3.
 pub const MAGIC: &[u8; 4] = b"LTX1";

@@ -78,7 +78,7 @@ impl MetaDir {
         Self { dir }
     }
 
-    fn spool_dir(&self) -> PathBuf {
+    pub fn spool_dir(&self) -> PathBuf {
         self.dir.join("spool")
     }
 

@@ -227,3 +227,20 @@ pub fn flush_all_at_exit() {
         }
     }
 }
+
+/// Records, beside a freshly restored database, that it is exactly the replica at `header`'s
+/// MaxTXID, so replication resumes there instead of starting over.
+pub fn record_restored(db_path: &Path, header: &crate::ltx::Header) -> std::io::Result<()> {
+    let meta = meta::MetaDir::for_database(db_path);
+    let _ = std::fs::remove_dir_all(meta.spool_dir());
+    meta.save_state(
+        &meta::SavedState {
+            txid: header.max_txid,
+            page_size: header.page_size,
+            commit: header.commit,
+            wal: None,
+            db: meta::DbFingerprint::of(db_path),
+        },
+        true,
+    )
+}

@@ -1,0 +1,504 @@
+//! Point-in-time restore: Litestream's plan (the best snapshot, then the greedy
+//! largest-MaxTXID chain over every level), parallel downloads to temporary files, and a
+//! streaming merge straight into the database file. Memory does not grow with database size.
+//! Shared by `litestream_restore()` and the tests.
+
+use std::fs;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::ltx::{self, Txid};
+use crate::storage::{LtxFileInfo, StorageError, Store, SNAPSHOT_LEVEL};
+
+/// What to restore to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Latest,
+    /// Inclusive.
+    Txid(Txid),
+    /// Milliseconds since the epoch: files strictly before it, as Litestream's `-timestamp`.
+    Timestamp(i64),
+}
+
+impl Target {
+    /// `NULL`/`latest`, an integer or 16 hex digits (TXID), or a timestamp (RFC 3339 or
+    /// SQLite's `YYYY-MM-DD HH:MM:SS[.SSS]`, UTC unless a zone is given).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("latest") {
+            return Ok(Self::Latest);
+        }
+        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return u64::from_str_radix(s, 16)
+                .map(Self::Txid)
+                .map_err(|e| e.to_string());
+        }
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(Self::Txid(n));
+        }
+        parse_timestamp(s)
+            .map(Self::Timestamp)
+            .ok_or_else(|| format!("restore target {s:?} is not a TXID (integer or 16 hex digits) or a timestamp (RFC 3339 or YYYY-MM-DD HH:MM:SS)"))
+    }
+}
+
+fn parse_timestamp(s: &str) -> Option<i64> {
+    if let Some(ms) = crate::timefmt::parse_rfc3339_millis(s) {
+        return Some(ms);
+    }
+    // SQLite's forms: a space instead of T, no zone meaning UTC.
+    let mut t = s.replacen(' ', "T", 1);
+    let has_zone = t.ends_with('Z') || t[10.min(t.len())..].contains(['+', '-']);
+    if !has_zone {
+        t.push('Z');
+    }
+    if t.len() == 17 {
+        // YYYY-MM-DDTHH:MMZ
+        t.insert_str(16, ":00");
+    }
+    crate::timefmt::parse_rfc3339_millis(&t)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RestoreSummary {
+    pub txid: String,
+    pub timestamp: String,
+    pub page_size: u32,
+    pub pages: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    pub overwrite: bool,
+}
+
+/// The error of a restore; the message names the object or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{what}: {source}")]
+    Ltx { what: String, source: ltx::LtxError },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("no backup at {0}: the replica has no LTX files")]
+    Empty(String),
+    #[error("the replica has no files for {0} (it may be outside retention)")]
+    NotAvailable(String),
+    #[error("non-contiguous LTX files in the replica: after TXID {after:#x} the next file of level {level} starts at {next:#x}")]
+    Gap { after: Txid, level: u8, next: Txid },
+    #[error("{0} already exists (pass 'overwrite' to replace it)")]
+    Exists(String),
+}
+
+/// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
+/// the LTX timestamp (file mtime, or the S3 `litestream-timestamp` metadata when a timestamp
+/// target needs it).
+async fn list_all(store: &Store, need_timestamps: bool) -> Result<Vec<LtxFileInfo>, RestoreError> {
+    let mut all = Vec::new();
+    for level in 0..=SNAPSHOT_LEVEL {
+        all.extend(store.list_ltx(level, 0).await?);
+    }
+    if need_timestamps && matches!(store, Store::S3(_)) {
+        for f in all.iter_mut() {
+            let meta = store
+                .head(&store.ltx_key(f.level, f.min_txid, f.max_txid))
+                .await?;
+            if let Some(ts) = meta.timestamp_ms {
+                f.created_at_ms = ts;
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Litestream's `CalcRestorePlan` over `files` (every level).
+pub fn plan(
+    files: &[LtxFileInfo],
+    target: Target,
+    describe: &str,
+) -> Result<Vec<LtxFileInfo>, RestoreError> {
+    let (max_txid, before_ms) = match target {
+        Target::Latest => (None, None),
+        Target::Txid(t) => (Some(t), None),
+        Target::Timestamp(ms) => (None, Some(ms)),
+    };
+    let fits = |f: &LtxFileInfo| {
+        max_txid.is_none_or(|t| f.max_txid <= t) && before_ms.is_none_or(|ms| f.created_at_ms < ms)
+    };
+    if files.is_empty() {
+        return Err(RestoreError::Empty(describe.to_string()));
+    }
+    let mut plan = Vec::new();
+    // The last snapshot (in listing order) that fits the target.
+    if let Some(snap) = files
+        .iter()
+        .filter(|f| f.level == SNAPSHOT_LEVEL && fits(f))
+        .last()
+    {
+        plan.push(snap.clone());
+    }
+    let mut cur = plan.last().map_or(0, |f| f.max_txid);
+    loop {
+        if max_txid.is_some_and(|t| cur >= t) {
+            break;
+        }
+        let best = files
+            .iter()
+            .filter(|f| {
+                f.level != SNAPSHOT_LEVEL && f.min_txid <= cur + 1 && f.max_txid > cur && fits(f)
+            })
+            .min_by(|a, b| {
+                b.max_txid
+                    .cmp(&a.max_txid)
+                    .then(a.min_txid.cmp(&b.min_txid))
+                    .then(b.level.cmp(&a.level))
+                    .then(a.created_at_ms.cmp(&b.created_at_ms))
+            });
+        match best {
+            Some(f) => {
+                cur = f.max_txid;
+                plan.push(f.clone());
+            }
+            None => break,
+        }
+    }
+    if target == Target::Latest {
+        // Any level whose next file starts beyond where we got is a hole in the replica.
+        for level in 0..SNAPSHOT_LEVEL {
+            if let Some(next) = files.iter().find(|f| f.level == level && f.max_txid > cur) {
+                if next.min_txid > cur + 1 {
+                    return Err(RestoreError::Gap {
+                        after: cur,
+                        level,
+                        next: next.min_txid,
+                    });
+                }
+            }
+        }
+    }
+    let reached = max_txid.is_none_or(|t| cur >= t);
+    if plan.is_empty() || plan[0].min_txid != 1 || !reached {
+        let what = match target {
+            Target::Latest => "the latest state".to_string(),
+            Target::Txid(t) => format!("TXID {t:#018x}"),
+            Target::Timestamp(ms) => format!("timestamp {}", crate::timefmt::rfc3339_millis(ms)),
+        };
+        return Err(RestoreError::NotAvailable(what));
+    }
+    Ok(plan)
+}
+
+/// Bytes per ranged GET when downloading: bounds memory whatever the file size.
+const CHUNK: u64 = 8 << 20;
+/// Files downloaded at once.
+const PARALLEL_DOWNLOADS: usize = 4;
+
+async fn download(
+    store: Arc<Store>,
+    file: LtxFileInfo,
+    path: PathBuf,
+) -> Result<u64, RestoreError> {
+    let key = store.ltx_key(file.level, file.min_txid, file.max_txid);
+    let io = |source| RestoreError::Io {
+        what: path.display().to_string(),
+        source,
+    };
+    let mut out = fs::File::create(&path).map_err(io)?;
+    let mut offset = 0;
+    while offset < file.size {
+        let len = CHUNK.min(file.size - offset);
+        let bytes = store.get_ltx(&file, Some((offset, Some(len)))).await?;
+        if bytes.is_empty() {
+            return Err(StorageError::Protocol {
+                what: key,
+                detail: format!("object ends at {offset} bytes, listed as {}", file.size),
+            }
+            .into());
+        }
+        out.write_all(&bytes).map_err(io)?;
+        offset += bytes.len() as u64;
+    }
+    Ok(offset)
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    fs::File::open(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?
+    .sync_all()
+}
+
+/// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, renames, fsyncs the
+/// directory: `out` is either absent or complete.
+pub async fn restore(
+    store: Arc<Store>,
+    out: &Path,
+    target: Target,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
+    let started = Instant::now();
+    if out.exists() && !opts.overwrite {
+        return Err(RestoreError::Exists(out.display().to_string()));
+    }
+    let files = list_all(&store, matches!(target, Target::Timestamp(_))).await?;
+    let plan = plan(&files, target, &store.describe())?;
+    let total: u64 = plan.iter().map(|f| f.size).sum();
+    log::info!(
+        "restoring {} from {} files ({total} bytes) to {}",
+        store.describe(),
+        plan.len(),
+        out.display()
+    );
+
+    let work = PathBuf::from(format!("{}.restore-tmp", out.display()));
+    let tmp_db = PathBuf::from(format!("{}.tmp", out.display()));
+    let result = async {
+        let io = |what: &Path| {
+            let what = what.display().to_string();
+            move |source| RestoreError::Io { what, source }
+        };
+        fs::create_dir_all(&work).map_err(io(&work))?;
+        // Downloads, a few at a time; each file lands on disk, never whole in memory.
+        let paths: Vec<PathBuf> = (0..plan.len())
+            .map(|i| work.join(format!("{i:06}.ltx")))
+            .collect();
+        let mut downloaded = 0u64;
+        let mut next_log = 10;
+        for (files, paths) in plan
+            .chunks(PARALLEL_DOWNLOADS)
+            .zip(paths.chunks(PARALLEL_DOWNLOADS))
+        {
+            let tasks: Vec<_> = files
+                .iter()
+                .zip(paths)
+                .map(|(f, p)| tokio::spawn(download(store.clone(), f.clone(), p.clone())))
+                .collect();
+            for t in tasks {
+                downloaded += t.await.map_err(|e| RestoreError::Io {
+                    what: "download task".into(),
+                    source: std::io::Error::other(e),
+                })??;
+            }
+            let percent = downloaded * 100 / total.max(1);
+            if percent >= next_log {
+                log::info!("restore of {}: {percent}% downloaded", out.display());
+                next_log = percent / 10 * 10 + 10;
+            }
+        }
+        // Merge straight into the database file (blocking I/O off the async workers).
+        let (plan2, paths2, tmp2) = (plan.clone(), paths.clone(), tmp_db.clone());
+        let summary =
+            tokio::task::spawn_blocking(move || -> Result<ltx::ApplySummary, RestoreError> {
+                let mut decoders = Vec::with_capacity(paths2.len());
+                for (f, p) in plan2.iter().zip(&paths2) {
+                    let what = || {
+                        format!(
+                            "LTX file {} (level {})",
+                            ltx::file_name(f.min_txid, f.max_txid),
+                            f.level
+                        )
+                    };
+                    let file = fs::File::open(p).map_err(|source| RestoreError::Io {
+                        what: what(),
+                        source,
+                    })?;
+                    decoders.push(
+                        ltx::Decoder::new(BufReader::with_capacity(256 << 10, file)).map_err(
+                            |source| RestoreError::Ltx {
+                                what: what(),
+                                source,
+                            },
+                        )?,
+                    );
+                }
+                let mut out = fs::File::create(&tmp2).map_err(|source| RestoreError::Io {
+                    what: tmp2.display().to_string(),
+                    source,
+                })?;
+                let summary =
+                    ltx::apply_to_database(decoders, &mut out).map_err(|source| match source {
+                        ltx::LtxError::Input { index, source } => {
+                            let f = &plan2[index];
+                            RestoreError::Ltx {
+                                what: format!(
+                                    "LTX file {} (level {})",
+                                    ltx::file_name(f.min_txid, f.max_txid),
+                                    f.level
+                                ),
+                                source: *source,
+                            }
+                        }
+                        source => RestoreError::Ltx {
+                            what: format!(
+                                "applying {} LTX files from TXID 1 to {:#x}",
+                                plan2.len(),
+                                plan2.last().map_or(0, |f| f.max_txid)
+                            ),
+                            source,
+                        },
+                    })?;
+                out.sync_all().map_err(|source| RestoreError::Io {
+                    what: tmp2.display().to_string(),
+                    source,
+                })?;
+                Ok(summary)
+            })
+            .await
+            .map_err(|e| RestoreError::Io {
+                what: "restore task".into(),
+                source: std::io::Error::other(e),
+            })??;
+        fs::rename(&tmp_db, out).map_err(io(out))?;
+        fsync_dir(out).map_err(io(out))?;
+        // Restored to the replica's newest TXID: opening it with vfs=litestream on the same
+        // replica continues the chain from there (Litestream lost this: its issue #781).
+        // An older target would fork history, so it gets no position (a full resync).
+        let newest = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
+        if summary.header.max_txid == newest {
+            crate::writer::record_restored(out, &summary.header).map_err(io(out))?;
+        }
+        Ok::<_, RestoreError>(RestoreSummary {
+            txid: ltx::format_txid(summary.header.max_txid),
+            timestamp: crate::timefmt::rfc3339_millis(summary.header.timestamp),
+            page_size: summary.header.page_size,
+            pages: summary.pages,
+            files: plan.len(),
+            bytes: downloaded,
+            seconds: started.elapsed().as_secs_f64(),
+            output: out.display().to_string(),
+        })
+    }
+    .await;
+    let _ = fs::remove_dir_all(&work);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_db);
+    }
+    result
+}
+
+/// The synchronous entry point (SQL function, tests).
+pub fn restore_blocking(
+    url: &str,
+    out: &Path,
+    target: Target,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary, String> {
+    let store = Arc::new(Store::open(url).map_err(|e| e.to_string())?);
+    crate::runtime::block_on(restore(store, out, target, opts)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64, created: i64) -> LtxFileInfo {
+        LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 1,
+            created_at_ms: created,
+        }
+    }
+
+    #[test]
+    fn plan_is_litestreams() {
+        // The layout of the 0.5.17 vector replica.
+        let files = vec![
+            f(0, 0x22, 0x22, 22),
+            f(0, 0x23, 0x23, 23),
+            f(0, 0x24, 0x24, 24),
+            f(0, 0x25, 0x25, 25),
+            f(1, 0x2, 0x4, 4),
+            f(1, 0x1e, 0x20, 20),
+            f(1, 0x21, 0x21, 21),
+            f(1, 0x23, 0x25, 25),
+            f(2, 0xd, 0x1d, 19),
+            f(9, 1, 1, 1),
+            f(9, 1, 4, 4),
+            f(9, 1, 0x1d, 19),
+        ];
+        let p = plan(&files, Target::Latest, "x").unwrap();
+        let got: Vec<_> = p
+            .iter()
+            .map(|f| (f.level, f.min_txid, f.max_txid))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (9, 1, 0x1d),
+                (1, 0x1e, 0x20),
+                (1, 0x21, 0x21),
+                (0, 0x22, 0x22),
+                (1, 0x23, 0x25)
+            ]
+        );
+        let p = plan(&files, Target::Txid(0x1d), "x").unwrap();
+        assert_eq!(p.len(), 1);
+        let p = plan(&files, Target::Txid(0x24), "x").unwrap();
+        assert_eq!(p.last().map(|f| (f.level, f.max_txid)), Some((0, 0x24)));
+        assert!(matches!(
+            plan(&files, Target::Txid(0x26), "x"),
+            Err(RestoreError::NotAvailable(_))
+        ));
+        let p = plan(&files, Target::Timestamp(21), "x").unwrap();
+        assert_eq!(p.last().map(|f| f.max_txid), Some(0x20));
+    }
+
+    #[test]
+    fn gaps_are_errors() {
+        let files = vec![f(9, 1, 4, 1), f(0, 6, 6, 2)];
+        assert!(matches!(
+            plan(&files, Target::Latest, "x"),
+            Err(RestoreError::Gap {
+                after: 4,
+                level: 0,
+                next: 6
+            })
+        ));
+        assert!(matches!(
+            plan(&[], Target::Latest, "x"),
+            Err(RestoreError::Empty(_))
+        ));
+        // Without a snapshot or TXID 1 there is nothing to start from.
+        assert!(matches!(
+            plan(&[f(0, 2, 2, 1)], Target::Latest, "x"),
+            Err(RestoreError::Gap { .. }) | Err(RestoreError::NotAvailable(_))
+        ));
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(Target::parse("latest").unwrap(), Target::Latest);
+        assert_eq!(
+            Target::parse("000000000000001d").unwrap(),
+            Target::Txid(0x1d)
+        );
+        assert_eq!(Target::parse("29").unwrap(), Target::Txid(29));
+        assert_eq!(
+            Target::parse("2026-11-26T07:11:44.83Z").unwrap(),
+            Target::Timestamp(1795677104830)
+        );
+        assert_eq!(
+            Target::parse("2026-11-26 07:11:44.830").unwrap(),
+            Target::Timestamp(1795677104830)
+        );
+        assert_eq!(
+            Target::parse("2026-11-26 07:11:44").unwrap(),
+            Target::Timestamp(1795677104000)
+        );
+        assert!(Target::parse("yesterday-ish").is_err());
+    }
+}
