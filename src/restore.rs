@@ -140,11 +140,7 @@ pub fn plan(
     }
     let mut plan = Vec::new();
     // The last snapshot (in listing order) that fits the target.
-    if let Some(snap) = files
-        .iter()
-        .filter(|f| f.level == SNAPSHOT_LEVEL && fits(f))
-        .last()
-    {
+    if let Some(snap) = files.iter().rfind(|f| f.level == SNAPSHOT_LEVEL && fits(f)) {
         plan.push(snap.clone());
     }
     let mut cur = plan.last().map_or(0, |f| f.max_txid);
