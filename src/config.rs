@@ -19,11 +19,39 @@ const SQLITE_PARAMS: &[&str] = &[
 pub const PARAM_REPLICA: &str = "replica";
 pub const PARAM_MIN_INTERVAL: &str = "min-interval";
 pub const PARAM_SPOOL_LIMIT: &str = "spool-limit";
+pub const PARAM_LEVELS: &str = "levels";
+pub const PARAM_SNAPSHOT_INTERVAL: &str = "snapshot-interval";
+pub const PARAM_RETENTION: &str = "retention";
+pub const PARAM_L0_RETENTION: &str = "l0-retention";
+const OUR_PARAMS: &[&str] = &[
+    PARAM_REPLICA,
+    PARAM_MIN_INTERVAL,
+    PARAM_SPOOL_LIMIT,
+    PARAM_LEVELS,
+    PARAM_SNAPSHOT_INTERVAL,
+    PARAM_RETENTION,
+    PARAM_L0_RETENTION,
+];
 
 pub const ENV_REPLICA_URL: &str = "LITESTREAM_REPLICA_URL";
 pub const ENV_REPLICA_BASE_URL: &str = "LITESTREAM_REPLICA_BASE_URL";
 pub const ENV_DATA_DIR: &str = "LITESTREAM_DATA_DIR";
 pub const ENV_MIN_INTERVAL: &str = "LITESTREAM_MIN_INTERVAL";
+pub const ENV_LEVELS: &str = "LITESTREAM_LEVELS";
+pub const ENV_SNAPSHOT_INTERVAL: &str = "LITESTREAM_SNAPSHOT_INTERVAL";
+pub const ENV_RETENTION: &str = "LITESTREAM_RETENTION";
+pub const ENV_L0_RETENTION: &str = "LITESTREAM_L0_RETENTION";
+
+/// Litestream's defaults: L1 every 30 s, L2 every 5 min, L3 every hour; a snapshot a day kept a
+/// day; L0 files kept 5 min after they are compacted.
+pub const DEFAULT_LEVELS: [Duration; 3] = [
+    Duration::from_secs(30),
+    Duration::from_secs(300),
+    Duration::from_secs(3600),
+];
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
 
 /// Shortest time between two L0 uploads of one database (commits in between coalesce).
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -35,6 +63,28 @@ pub struct DbConfig {
     pub replica_url: String,
     pub min_interval: Duration,
     pub spool_limit: u64,
+    /// Compaction intervals of L1, L2, ... (at most 8 levels; snapshots are level 9).
+    pub levels: Vec<Duration>,
+    pub snapshot_interval: Duration,
+    /// How long snapshots (and what they make restorable) are kept.
+    pub retention: Duration,
+    /// How long an L0 file stays after it is compacted into L1.
+    pub l0_retention: Duration,
+}
+
+impl DbConfig {
+    /// Defaults with this replica (for tests and tools).
+    pub fn with_replica(url: &str) -> Self {
+        Self {
+            replica_url: url.to_string(),
+            min_interval: DEFAULT_MIN_INTERVAL,
+            spool_limit: DEFAULT_SPOOL_LIMIT,
+            levels: DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            retention: DEFAULT_RETENTION,
+            l0_retention: DEFAULT_L0_RETENTION,
+        }
+    }
 }
 
 /// Parses `100ms`, `2s`, `1m` or a bare number of milliseconds.
@@ -48,6 +98,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "ms" => n,
         "s" => n * 1000.0,
         "m" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
         _ => return None,
     };
     (ms >= 0.0 && ms.is_finite()).then(|| Duration::from_micros((ms * 1000.0) as u64))
@@ -105,12 +156,12 @@ impl DbConfig {
                 .map(|(_, v)| v.clone())
         };
         for (key, _) in params {
-            let known = SQLITE_PARAMS.contains(&key.as_str())
-                || [PARAM_REPLICA, PARAM_MIN_INTERVAL, PARAM_SPOOL_LIMIT].contains(&key.as_str());
+            let known = SQLITE_PARAMS.contains(&key.as_str()) || OUR_PARAMS.contains(&key.as_str());
             if !known {
                 return Err(format!(
-                    "unknown URI parameter {key:?} for {} (known: {PARAM_REPLICA}, {PARAM_MIN_INTERVAL}, {PARAM_SPOOL_LIMIT})",
-                    db_path.display()
+                    "unknown URI parameter {key:?} for {} (known: {})",
+                    db_path.display(),
+                    OUR_PARAMS.join(", ")
                 ));
             }
         }
@@ -120,12 +171,37 @@ impl DbConfig {
         };
         // Fail early on a bad URL, naming it.
         crate::storage::ReplicaUrl::parse(&replica_url).map_err(|e| e.to_string())?;
-        let min_interval = match get(PARAM_MIN_INTERVAL).or_else(|| env(ENV_MIN_INTERVAL)) {
-            Some(v) => parse_duration(&v).ok_or_else(|| {
-                format!("{PARAM_MIN_INTERVAL}={v:?} is not a duration (e.g. 100ms, 1s)")
-            })?,
-            None => DEFAULT_MIN_INTERVAL,
+        let duration = |param: &str, var: &str, default: Duration| -> Result<Duration, String> {
+            match get(param).or_else(|| env(var)) {
+                Some(v) => parse_duration(&v).ok_or_else(|| {
+                    format!("{param}={v:?} is not a duration (e.g. 100ms, 30s, 5m, 24h)")
+                }),
+                None => Ok(default),
+            }
         };
+        let min_interval = duration(PARAM_MIN_INTERVAL, ENV_MIN_INTERVAL, DEFAULT_MIN_INTERVAL)?;
+        let snapshot_interval = duration(
+            PARAM_SNAPSHOT_INTERVAL,
+            ENV_SNAPSHOT_INTERVAL,
+            DEFAULT_SNAPSHOT_INTERVAL,
+        )?;
+        let retention = duration(PARAM_RETENTION, ENV_RETENTION, DEFAULT_RETENTION)?;
+        let l0_retention = duration(PARAM_L0_RETENTION, ENV_L0_RETENTION, DEFAULT_L0_RETENTION)?;
+        let levels = match get(PARAM_LEVELS).or_else(|| env(ENV_LEVELS)) {
+            Some(v) => {
+                let levels: Option<Vec<Duration>> = v.split(',').map(parse_duration).collect();
+                match levels {
+                    Some(l) if (1..=8).contains(&l.len()) && l.iter().all(|d| !d.is_zero()) => l,
+                    _ => return Err(format!(
+                        "{PARAM_LEVELS}={v:?} must be 1 to 8 non-zero durations, e.g. 30s,5m,1h"
+                    )),
+                }
+            }
+            None => DEFAULT_LEVELS.to_vec(),
+        };
+        if snapshot_interval.is_zero() {
+            return Err(format!("{PARAM_SNAPSHOT_INTERVAL} must not be zero"));
+        }
         let spool_limit = match get(PARAM_SPOOL_LIMIT) {
             Some(v) => parse_size(&v)
                 .ok_or_else(|| format!("{PARAM_SPOOL_LIMIT}={v:?} is not a size (e.g. 512M)"))?,
@@ -135,6 +211,10 @@ impl DbConfig {
             replica_url,
             min_interval,
             spool_limit,
+            levels,
+            snapshot_interval,
+            retention,
+            l0_retention,
         })
     }
 }

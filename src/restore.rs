@@ -103,7 +103,10 @@ pub enum RestoreError {
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
 /// the LTX timestamp (file mtime, or the S3 `litestream-timestamp` metadata when a timestamp
 /// target needs it).
-async fn list_all(store: &Store, need_timestamps: bool) -> Result<Vec<LtxFileInfo>, RestoreError> {
+pub(crate) async fn list_all(
+    store: &Store,
+    need_timestamps: bool,
+) -> Result<Vec<LtxFileInfo>, RestoreError> {
     let mut all = Vec::new();
     for level in 0..=SNAPSHOT_LEVEL {
         all.extend(store.list_ltx(level, 0).await?);
@@ -199,7 +202,7 @@ const CHUNK: u64 = 8 << 20;
 /// Files downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 
-async fn download(
+pub(crate) async fn download(
     store: Arc<Store>,
     file: LtxFileInfo,
     path: PathBuf,

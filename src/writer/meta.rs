@@ -78,6 +78,11 @@ impl MetaDir {
         Self { dir }
     }
 
+    /// Scratch space for compaction downloads.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
     pub fn spool_dir(&self) -> PathBuf {
         self.dir.join("spool")
     }

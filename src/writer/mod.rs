@@ -3,6 +3,7 @@
 //! One [`Replicator`] per database file per process, shared by all its connections.
 
 mod capture;
+pub mod compactor;
 mod meta;
 mod shipper;
 pub mod wal;
@@ -46,7 +47,7 @@ struct ShipperStats {
 pub struct Replicator {
     db_path: PathBuf,
     config: DbConfig,
-    store: Store,
+    store: Arc<Store>,
     capture: Mutex<Capture>,
     stats: Mutex<ShipperStats>,
     wake: tokio::sync::Notify,
@@ -90,7 +91,7 @@ impl Replicator {
         let r = Arc::new(Self {
             db_path: db_path.to_path_buf(),
             config,
-            store,
+            store: Arc::new(store),
             capture: Mutex::new(capture),
             stats: Mutex::new(ShipperStats::default()),
             wake: tokio::sync::Notify::new(),
@@ -100,6 +101,7 @@ impl Replicator {
         });
         reg.insert(db_path.to_path_buf(), r.clone());
         shipper::start(r.clone());
+        compactor::start(r.clone());
         Ok(r)
     }
 

@@ -1,0 +1,326 @@
+//! Background maintenance of one replica, as Litestream does it: compaction L(n-1) -> Ln at
+//! wall-clock multiples of each level's interval, snapshots (level 9) from the replica itself,
+//! and retention. Runs as one async task per database; merges stream through temporary files
+//! so memory stays small. Only the replicating process does this.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Replicator;
+use crate::ltx::{self, Decoder};
+use crate::restore::{self, RestoreError, Target};
+use crate::storage::{LtxFileInfo, PutCondition, Store, SNAPSHOT_LEVEL};
+use crate::timefmt::now_millis;
+
+/// Inputs merged by one compaction at most (the next run takes the rest).
+const MAX_INPUTS: usize = 256;
+/// How often retention is checked (Litestream: 15 s).
+const RETENTION_CHECK: Duration = Duration::from_secs(15);
+
+pub fn start(r: Arc<Replicator>) {
+    crate::runtime::get().spawn(run(r));
+}
+
+/// Next multiple of `interval` after `now`, shifted by this database's `offset` so that
+/// thousands of databases do not all compact at the same instant.
+fn next_boundary(now_ms: i64, interval: Duration, offset_ms: i64) -> i64 {
+    let i = interval.as_millis().max(1) as i64;
+    let offset = offset_ms % i;
+    (now_ms - offset).div_euclid(i) * i + i + offset
+}
+
+fn spread_offset(path: &Path) -> i64 {
+    // A stable per-database offset within the first 10 % of the shortest interval.
+    let h = crate::ltx::crc64(path.as_os_str().as_encoded_bytes());
+    (h % 3_000) as i64
+}
+
+async fn run(r: Arc<Replicator>) {
+    let cfg = r.config.clone();
+    let offset = spread_offset(&r.db_path);
+    let now = now_millis();
+    let mut due: Vec<i64> = cfg
+        .levels
+        .iter()
+        .map(|&i| next_boundary(now, i, offset))
+        .collect();
+    // A first snapshot soon after start if the newest one is too old (checked in snapshot()).
+    let mut snapshot_due = now + cfg.levels[0].as_millis() as i64;
+    let retention_every = RETENTION_CHECK.min(cfg.levels[0]).as_millis() as i64;
+    let mut retention_due = now + retention_every;
+    let work = super::meta::MetaDir::for_database(&r.db_path).work_dir();
+    loop {
+        let next = due
+            .iter()
+            .copied()
+            .chain([snapshot_due, retention_due])
+            .min()
+            .unwrap_or(now);
+        let wait = Duration::from_millis((next - now_millis()).max(0) as u64);
+        if sleep_or_close(&r, wait).await {
+            return;
+        }
+        let now = now_millis();
+        for (i, interval) in cfg.levels.iter().enumerate() {
+            if due[i] <= now {
+                due[i] = next_boundary(now, *interval, offset);
+                let level = i as u8 + 1;
+                if let Err(e) = compact(&r.store, level, &work).await {
+                    log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
+                }
+            }
+        }
+        if snapshot_due <= now {
+            snapshot_due = next_boundary(now, cfg.snapshot_interval, offset);
+            if let Err(e) = snapshot(&r.store, cfg.snapshot_interval, &work).await {
+                log::warn!("{}: snapshot: {e}", r.db_path.display());
+            }
+        }
+        if retention_due <= now {
+            retention_due = now + retention_every;
+            if let Err(e) = enforce_retention(&r.store, &cfg).await {
+                log::warn!("{}: retention: {e}", r.db_path.display());
+            }
+        }
+    }
+}
+
+/// Sleeps; true if the replicator closed meanwhile.
+async fn sleep_or_close(r: &Replicator, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < deadline {
+        if r.closing.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(
+            (deadline - tokio::time::Instant::now()).min(Duration::from_millis(200)),
+        )
+        .await;
+    }
+    r.closing.load(Ordering::SeqCst)
+}
+
+/// Downloads `files` to `work` and merges them into one LTX file (in memory: the output of a
+/// compaction is uploaded with one PUT).
+async fn fetch_and_merge(
+    store: &Arc<Store>,
+    files: &[LtxFileInfo],
+    work: &Path,
+) -> Result<(Vec<u8>, ltx::Header), RestoreError> {
+    let dir = work.join(format!("{:016x}", rand::random::<u64>()));
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |source| RestoreError::Io { what, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let result = async {
+        let mut paths = Vec::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            let p = dir.join(format!("{i:06}.ltx"));
+            restore::download(store.clone(), f.clone(), p.clone()).await?;
+            paths.push(p);
+        }
+        let files = files.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut decoders = Vec::with_capacity(paths.len());
+            for p in &paths {
+                let f = std::fs::File::open(p).map_err(io(p))?;
+                decoders.push(Decoder::new(std::io::BufReader::new(f)).map_err(|source| {
+                    RestoreError::Ltx {
+                        what: p.display().to_string(),
+                        source,
+                    }
+                })?);
+            }
+            let (bytes, summary) =
+                ltx::merge(decoders, Vec::new()).map_err(|source| match source {
+                    ltx::LtxError::Input { index, source } => RestoreError::Ltx {
+                        what: format!(
+                            "LTX file {} (level {})",
+                            ltx::file_name(files[index].min_txid, files[index].max_txid),
+                            files[index].level
+                        ),
+                        source: *source,
+                    },
+                    source => RestoreError::Ltx {
+                        what: "compaction".into(),
+                        source,
+                    },
+                })?;
+            Ok((bytes, summary.header))
+        })
+        .await
+        .map_err(|e| RestoreError::Io {
+            what: "merge task".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The files of `src` that continue each other from its first one, at most `MAX_INPUTS`.
+fn contiguous_run(src: Vec<LtxFileInfo>) -> Vec<LtxFileInfo> {
+    let mut run: Vec<LtxFileInfo> = Vec::new();
+    for f in src.into_iter().take(MAX_INPUTS) {
+        if let Some(prev) = run.last() {
+            if f.min_txid > prev.max_txid + 1 || f.max_txid <= prev.max_txid {
+                break;
+            }
+        }
+        run.push(f);
+    }
+    run
+}
+
+/// Merges the files of level `level - 1` newer than level `level`'s newest into one file.
+pub async fn compact(
+    store: &Arc<Store>,
+    level: u8,
+    work: &Path,
+) -> Result<Option<ltx::Header>, RestoreError> {
+    let dst_max = store
+        .list_ltx(level, 0)
+        .await?
+        .last()
+        .map_or(0, |f| f.max_txid);
+    let inputs = contiguous_run(store.list_ltx(level - 1, dst_max + 1).await?);
+    if inputs.is_empty() {
+        return Ok(None);
+    }
+    let (bytes, header) = fetch_and_merge(store, &inputs, work).await?;
+    put_once(store, level, &header, bytes).await?;
+    log::debug!(
+        "compacted {} files into L{level} {}",
+        inputs.len(),
+        ltx::file_name(header.min_txid, header.max_txid)
+    );
+    Ok(Some(header))
+}
+
+/// Uploads unless that file exists already (a retry after a crash made the same file).
+async fn put_once(
+    store: &Store,
+    level: u8,
+    header: &ltx::Header,
+    bytes: Vec<u8>,
+) -> Result<(), RestoreError> {
+    match store
+        .put_ltx(level, header, Bytes::from(bytes), PutCondition::IfNoneMatch)
+        .await
+    {
+        Err(e) if e.is_precondition_failed() => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// A level-9 snapshot `1-<latest>` built from the replica itself (its restore plan, merged),
+/// when the newest snapshot is older than `interval` and behind the replica's position.
+pub async fn snapshot(
+    store: &Arc<Store>,
+    interval: Duration,
+    work: &Path,
+) -> Result<Option<ltx::Header>, RestoreError> {
+    let files = restore::list_all(store, false).await?;
+    let Some(latest) = files.iter().map(|f| f.max_txid).max() else {
+        return Ok(None);
+    };
+    let newest = files
+        .iter()
+        .filter(|f| f.level == SNAPSHOT_LEVEL)
+        .max_by_key(|f| f.max_txid);
+    if let Some(s) = newest {
+        if s.max_txid >= latest || now_millis() - s.created_at_ms < interval.as_millis() as i64 {
+            return Ok(None);
+        }
+    } else if latest <= 1 {
+        return Ok(None); // TXID 1 is itself a snapshot
+    }
+    let plan = restore::plan(&files, Target::Latest, &store.describe())?;
+    let (bytes, mut header) = fetch_and_merge(store, &plan, work).await?;
+    debug_assert_eq!(header.min_txid, 1);
+    // Litestream stamps a snapshot with the time it was taken.
+    header.timestamp = now_millis();
+    let bytes = restamp(bytes, &header)?;
+    put_once(store, SNAPSHOT_LEVEL, &header, bytes).await?;
+    log::debug!("snapshot {}", ltx::file_name(1, header.max_txid));
+    Ok(Some(header))
+}
+
+/// Re-encodes `bytes` with `header` (a new timestamp changes the checksum).
+fn restamp(bytes: Vec<u8>, header: &ltx::Header) -> Result<Vec<u8>, RestoreError> {
+    let err = |source| RestoreError::Ltx {
+        what: "snapshot".into(),
+        source,
+    };
+    let mut dec = Decoder::new(&bytes[..]).map_err(err)?;
+    let mut enc = ltx::Encoder::new(Vec::new(), *header).map_err(err)?;
+    let mut page = Vec::new();
+    while let Some(pgno) = dec.next_page(&mut page).map_err(err)? {
+        enc.encode_page(pgno, &page).map_err(err)?;
+    }
+    Ok(enc.finish(0).map_err(err)?.0)
+}
+
+/// Litestream's retention: L0 files compacted into L1 and older than `l0_retention` go
+/// (never the newest); snapshots older than `retention` go (never the newest), and with them
+/// every compacted file below the newest deleted snapshot (never a level's newest).
+pub async fn enforce_retention(
+    store: &Store,
+    cfg: &crate::config::DbConfig,
+) -> Result<usize, RestoreError> {
+    let now = now_millis();
+    let mut doomed: Vec<String> = Vec::new();
+    let l0 = store.list_ltx(0, 0).await?;
+    let l1_max = store.list_ltx(1, 0).await?.last().map_or(0, |f| f.max_txid);
+    let l0_cutoff = now - cfg.l0_retention.as_millis() as i64;
+    for f in l0.iter().take(l0.len().saturating_sub(1)) {
+        if f.max_txid > l1_max || f.created_at_ms >= l0_cutoff {
+            break;
+        }
+        doomed.push(store.ltx_key(0, f.min_txid, f.max_txid));
+    }
+    let snapshots = store.list_ltx(SNAPSHOT_LEVEL, 0).await?;
+    let cutoff = now - cfg.retention.as_millis() as i64;
+    let mut floor = 0;
+    for f in snapshots.iter().take(snapshots.len().saturating_sub(1)) {
+        if f.created_at_ms < cutoff {
+            floor = floor.max(f.max_txid);
+            doomed.push(store.ltx_key(SNAPSHOT_LEVEL, f.min_txid, f.max_txid));
+        }
+    }
+    if floor > 0 {
+        for level in 1..=cfg.levels.len() as u8 {
+            let files = store.list_ltx(level, 0).await?;
+            for f in files.iter().take(files.len().saturating_sub(1)) {
+                if f.max_txid < floor {
+                    doomed.push(store.ltx_key(level, f.min_txid, f.max_txid));
+                }
+            }
+        }
+    }
+    if !doomed.is_empty() {
+        store.delete_many(&doomed).await?;
+        log::debug!("retention removed {} files", doomed.len());
+    }
+    Ok(doomed.len())
+}
+
+/// For tests and tools: runs every maintenance step once, now.
+pub async fn run_once(
+    store: &Arc<Store>,
+    cfg: &crate::config::DbConfig,
+    work: PathBuf,
+) -> Result<(), RestoreError> {
+    for level in 1..=cfg.levels.len() as u8 {
+        compact(store, level, &work).await?;
+    }
+    snapshot(store, cfg.snapshot_interval, &work).await?;
+    enforce_retention(store, cfg).await?;
+    Ok(())
+}
