@@ -192,9 +192,11 @@ impl DbConfig {
                 let levels: Option<Vec<Duration>> = v.split(',').map(parse_duration).collect();
                 match levels {
                     Some(l) if (1..=8).contains(&l.len()) && l.iter().all(|d| !d.is_zero()) => l,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "{PARAM_LEVELS}={v:?} must be 1 to 8 non-zero durations, e.g. 30s,5m,1h"
-                    )),
+                    ))
+                    }
                 }
             }
             None => DEFAULT_LEVELS.to_vec(),
@@ -269,5 +271,88 @@ mod tests {
         assert_eq!(parse_size("64M"), Some(64 << 20));
         assert_eq!(parse_size("1g"), Some(1 << 30));
         assert_eq!(parse_size("-1"), None);
+    }
+}
+
+/// URI parameters of the `litestream-replica` VFS.
+pub const PARAM_TXID: &str = "txid";
+pub const PARAM_TIMESTAMP: &str = "timestamp";
+pub const PARAM_POLL_INTERVAL: &str = "poll-interval";
+pub const PARAM_PREFETCH: &str = "prefetch";
+pub const ENV_POLL_INTERVAL: &str = "LITESTREAM_POLL_INTERVAL";
+const REPLICA_PARAMS: &[&str] = &[
+    PARAM_REPLICA,
+    PARAM_TXID,
+    PARAM_TIMESTAMP,
+    PARAM_POLL_INTERVAL,
+    PARAM_PREFETCH,
+];
+
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Pages read ahead at most per read (B-tree children, sequential runs).
+pub const DEFAULT_PREFETCH: usize = 32;
+
+/// How a replica is opened for reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub replica_url: String,
+    pub poll_interval: Duration,
+    /// Pages read ahead (sequential runs and B-tree children); 0 disables prefetch.
+    pub prefetch: usize,
+}
+
+impl ReplicaConfig {
+    /// From the URI of a database opened with `vfs=litestream-replica`; the pinned target
+    /// (`txid=` or `timestamp=`) comes back as text for the restore planner to parse.
+    pub fn resolve(
+        db_path: &Path,
+        params: &[(String, String)],
+    ) -> Result<(Self, Option<String>), String> {
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        for (key, _) in params {
+            if !SQLITE_PARAMS.contains(&key.as_str()) && !REPLICA_PARAMS.contains(&key.as_str()) {
+                return Err(format!(
+                    "unknown URI parameter {key:?} for replica {} (known: {})",
+                    db_path.display(),
+                    REPLICA_PARAMS.join(", ")
+                ));
+            }
+        }
+        let replica_url = match get(PARAM_REPLICA) {
+            Some(u) => u,
+            None => url_from_env(db_path)?,
+        };
+        crate::storage::ReplicaUrl::parse(&replica_url).map_err(|e| e.to_string())?;
+        let poll_interval = match get(PARAM_POLL_INTERVAL).or_else(|| env(ENV_POLL_INTERVAL)) {
+            Some(v) => parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{PARAM_POLL_INTERVAL}={v:?} is not a positive duration"))?,
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        let prefetch = match get(PARAM_PREFETCH) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{PARAM_PREFETCH}={v:?} is not a number of pages"))?,
+            None => DEFAULT_PREFETCH,
+        };
+        let target = match (get(PARAM_TXID), get(PARAM_TIMESTAMP)) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{PARAM_TXID} and {PARAM_TIMESTAMP} are exclusive"))
+            }
+            (a, b) => a.or(b),
+        };
+        Ok((
+            Self {
+                replica_url,
+                poll_interval,
+                prefetch,
+            },
+            target,
+        ))
     }
 }

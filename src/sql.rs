@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::sqlite::functions::{register, Connection, Output, Value};
+use crate::replica::{ReplicaDb, ReplicaFile};
+use crate::sqlite::functions::{register, register_db, Connection, Output, Value};
+use crate::sqlite::replica_vfs::FCNTL_REPLICA_FILE;
 use crate::writer::Replicator;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -18,6 +20,7 @@ fn status(_args: &[Value]) -> Result<Output, String> {
         "format": "LTX v3 (Litestream 0.5.x)",
         "vfs": crate::sqlite::vfs::registered_names(),
         "databases": databases,
+        "replicas": ReplicaDb::all().iter().map(|r| r.status()).collect::<Vec<_>>(),
         "last_open_error": *crate::sqlite::vfs::LAST_OPEN_ERROR.lock(),
     });
     Ok(Output::Text(doc.to_string()))
@@ -84,7 +87,55 @@ fn restore(args: &[Value]) -> Result<Output, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The replica file of the connection's main database, if it was opened with
+/// `vfs=litestream-replica`.
+fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, String> {
+    let ptr = db.file_control_ptr(FCNTL_REPLICA_FILE).ok_or_else(|| {
+        format!("{name}: the main database is not opened with vfs=litestream-replica")
+    })?;
+    // SAFETY: our VFS answered this opcode with its ReplicaFile, which lives as long as the
+    // connection; SQLite runs this function on that connection's thread, under its mutex.
+    Ok(unsafe { &mut *(ptr as *mut ReplicaFile) })
+}
+
+/// `litestream_txid()`: the TXID this connection reads (16 hex digits, as Litestream).
+fn txid(db: &Connection, _: &[Value]) -> Result<Output, String> {
+    let v = replica_of(db, "litestream_txid")?.version();
+    Ok(Output::Text(crate::ltx::format_txid(v.txid)))
+}
+
+/// `litestream_time()`: the timestamp of that version (RFC 3339).
+fn time(db: &Connection, _: &[Value]) -> Result<Output, String> {
+    let v = replica_of(db, "litestream_time")?.version();
+    Ok(Output::Text(crate::timefmt::rfc3339_millis(v.timestamp_ms)))
+}
+
+/// `litestream_lag()`: seconds since the replica was last polled successfully.
+fn lag(db: &Connection, _: &[Value]) -> Result<Output, String> {
+    let r = replica_of(db, "litestream_lag")?;
+    Ok(Output::Integer(r.db.lag_ms() / 1000))
+}
+
+/// `litestream_set_time(target)`: time travel for this connection: a timestamp, a TXID, or
+/// 'LATEST' to follow the replica again. Takes effect at the next read transaction.
+fn set_time(db: &Connection, args: &[Value]) -> Result<Output, String> {
+    let target = match args.first() {
+        Some(Value::Text(t)) => crate::restore::Target::parse(t),
+        Some(Value::Integer(n)) => Ok(crate::restore::Target::Txid(*n as u64)),
+        _ => Err("a timestamp, a TXID or 'LATEST'".to_string()),
+    }
+    .map_err(|e| format!("litestream_set_time: {e}"))?;
+    let r = replica_of(db, "litestream_set_time")?;
+    r.set_target(target)
+        .map_err(|e| format!("litestream_set_time: {e}"))?;
+    Ok(Output::Text(crate::ltx::format_txid(r.version().txid)))
+}
+
 pub fn register_all(db: &Connection) -> Result<(), String> {
+    register_db(db, c"litestream_txid", 0, txid)?;
+    register_db(db, c"litestream_time", 0, time)?;
+    register_db(db, c"litestream_lag", 0, lag)?;
+    register_db(db, c"litestream_set_time", 1, set_time)?;
     for n in 2..=4 {
         register(db, c"litestream_restore", n, false, restore)?;
     }

@@ -24,6 +24,8 @@ pub enum Output {
 }
 
 pub type SqlFn = fn(&[Value]) -> Result<Output, String>;
+/// A function that also needs its connection (e.g. to reach the main database's file).
+pub type SqlFnDb = fn(&Connection, &[Value]) -> Result<Output, String>;
 
 fn read_value(v: *mut ffi::sqlite3_value) -> Value {
     // SAFETY: `v` is an argument SQLite passed to the running function; text and blob pointers
@@ -56,6 +58,15 @@ fn read_value(v: *mut ffi::sqlite3_value) -> Value {
     }
 }
 
+/// # Safety
+/// `argv` holds `argc` values of the running call.
+unsafe fn read_args(argc: c_int, argv: *mut *mut ffi::sqlite3_value) -> Vec<Value> {
+    // SAFETY: guaranteed by the caller.
+    (0..argc as usize)
+        .map(|i| read_value(unsafe { *argv.add(i) }))
+        .collect()
+}
+
 unsafe extern "C" fn call(
     ctx: *mut ffi::sqlite3_context,
     argc: c_int,
@@ -65,14 +76,41 @@ unsafe extern "C" fn call(
         // SAFETY: user data is the `SqlFn` pointer registered below; argv holds argc values.
         let (f, args) = unsafe {
             let f: SqlFn = std::mem::transmute::<*mut c_void, SqlFn>(ffi::sqlite3_user_data(ctx));
-            let args: Vec<Value> = (0..argc as usize)
-                .map(|i| read_value(*argv.add(i)))
-                .collect();
-            (f, args)
+            (f, read_args(argc, argv))
         };
         f(&args)
     });
-    // SAFETY: `ctx` is the live context of this call; SQLITE_TRANSIENT makes SQLite copy.
+    // SAFETY: `ctx` is the live context of this call.
+    unsafe { set_result(ctx, outcome) }
+}
+
+unsafe extern "C" fn call_db(
+    ctx: *mut ffi::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut ffi::sqlite3_value,
+) {
+    let outcome = guard(Err("internal error (see the log)".to_string()), || {
+        // SAFETY: user data is the `SqlFnDb` pointer registered below; the connection is the
+        // one running this call.
+        let (f, args, db) = unsafe {
+            let f: SqlFnDb =
+                std::mem::transmute::<*mut c_void, SqlFnDb>(ffi::sqlite3_user_data(ctx));
+            (
+                f,
+                read_args(argc, argv),
+                Connection(ffi::sqlite3_context_db_handle(ctx)),
+            )
+        };
+        f(&db, &args)
+    });
+    // SAFETY: `ctx` is the live context of this call.
+    unsafe { set_result(ctx, outcome) }
+}
+
+/// # Safety
+/// `ctx` must be the live context of a running call.
+unsafe fn set_result(ctx: *mut ffi::sqlite3_context, outcome: Result<Output, String>) {
+    // SAFETY: guaranteed by the caller; SQLITE_TRANSIENT makes SQLite copy.
     unsafe {
         match outcome {
             Ok(Output::Text(s)) => {
@@ -98,6 +136,22 @@ impl Connection {
     pub unsafe fn from_raw(db: *mut ffi::sqlite3) -> Self {
         Self(db)
     }
+
+    /// `sqlite3_file_control(db, "main", op, &ptr)`: the pointer a VFS hands back for `op`,
+    /// or None when the main database's VFS does not answer it.
+    pub fn file_control_ptr(&self, op: c_int) -> Option<*mut c_void> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: a live connection (from the running call); the VFS writes one pointer.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                self.0,
+                c"main".as_ptr(),
+                op,
+                &mut out as *mut _ as *mut c_void,
+            )
+        };
+        (rc == ffi::SQLITE_OK && !out.is_null()).then_some(out)
+    }
 }
 
 /// Registers `f` as `name` with `n_args` arguments (-1: any) on `db`.
@@ -107,6 +161,25 @@ pub fn register(
     n_args: c_int,
     deterministic: bool,
     f: SqlFn,
+) -> Result<(), String> {
+    register_raw(db, name, n_args, deterministic, f as *mut c_void, call)
+}
+
+/// Registers a function that receives its connection.
+pub fn register_db(db: &Connection, name: &CStr, n_args: c_int, f: SqlFnDb) -> Result<(), String> {
+    register_raw(db, name, n_args, false, f as *mut c_void, call_db)
+}
+
+type Trampoline =
+    unsafe extern "C" fn(*mut ffi::sqlite3_context, c_int, *mut *mut ffi::sqlite3_value);
+
+fn register_raw(
+    db: &Connection,
+    name: &CStr,
+    n_args: c_int,
+    deterministic: bool,
+    user_data: *mut c_void,
+    trampoline: Trampoline,
 ) -> Result<(), String> {
     let mut flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
     if deterministic {
@@ -120,8 +193,8 @@ pub fn register(
             name.as_ptr(),
             n_args,
             flags,
-            f as *mut c_void,
-            Some(call),
+            user_data,
+            Some(trampoline),
             None,
             None,
             None,

@@ -2,6 +2,7 @@
 //! lives under this module, each with a `// SAFETY:` line.
 
 pub mod functions;
+pub mod replica_vfs;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int, CString};

@@ -1,7 +1,7 @@
 //! The two VFSes. `litestream` wraps the default VFS: every call passes through to the
 //! local file; writes, truncates, deletes and unlocks of the main database, its WAL and its
-//! journal are also reported to the database's [`Replicator`]. `litestream-replica` is
-//! registered by name; until it is implemented it refuses to open.
+//! journal are also reported to the database's [`Replicator`]. `litestream-replica` serves a
+//! read-only main database from a replica (see `replica_vfs`).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::{Path, PathBuf};
@@ -335,7 +335,7 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 /// URI parameters of a main database filename, as (key, value) pairs.
-fn uri_params(name: *const c_char) -> Vec<(String, String)> {
+pub(super) fn uri_params(name: *const c_char) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for i in 0.. {
         // SAFETY: `name` is a main-database filename SQLite passed to xOpen, which is valid
@@ -480,21 +480,39 @@ unsafe extern "C" fn writer_delete(
 
 unsafe extern "C" fn replica_open(
     vfs: *mut ffi::sqlite3_vfs,
-    _name: *const c_char,
+    name: *const c_char,
     file: *mut ffi::sqlite3_file,
-    _flags: c_int,
-    _out_flags: *mut c_int,
+    flags: c_int,
+    out_flags: *mut c_int,
 ) -> c_int {
     guard(ffi::SQLITE_CANTOPEN, || {
-        // SAFETY: `file` is SQLite's buffer; a null pMethods tells it not to call xClose.
-        unsafe { (*file).pMethods = std::ptr::null() };
-        // SAFETY: `vfs` is one of ours, whose zName is a static C string.
-        let name = unsafe { CStr::from_ptr((*vfs).zName) }.to_string_lossy();
-        let msg = format!("the {name} VFS is not implemented yet in this build");
-        log::error!("{msg}");
-        *LAST_OPEN_ERROR.lock() = Some(msg);
-        ffi::SQLITE_CANTOPEN
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            // SAFETY: SQLite's own xOpen arguments.
+            unsafe { super::replica_vfs::open_main(name, file, out_flags) }
+        } else {
+            // Temp files and the like: plain local files (no replicator matches them).
+            // SAFETY: as above; our szOsFile covers the wrapped layout too.
+            unsafe { writer_open(vfs, name, file, flags, out_flags) }
+        }
     })
+}
+
+/// The replica VFS reports no journal or WAL beside a replica (there is none to recover).
+unsafe extern "C" fn replica_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    // SAFETY: `name` is a NUL-terminated path from SQLite.
+    let path = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    if path.ends_with("-journal") || path.ends_with("-wal") {
+        // SAFETY: SQLite's out-pointer.
+        unsafe { *out = 0 };
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: passes SQLite's own arguments through.
+    unsafe { x_access(vfs, name, flags, out) }
 }
 
 unsafe extern "C" fn x_delete(
@@ -590,25 +608,30 @@ type OpenFn = unsafe extern "C" fn(
     *mut c_int,
 ) -> c_int;
 type DeleteFn = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *const c_char, c_int) -> c_int;
+type AccessFn =
+    unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *const c_char, c_int, *mut c_int) -> c_int;
 
 fn make_vfs(
     name: &'static CStr,
     parent: *mut ffi::sqlite3_vfs,
     open: OpenFn,
     delete: DeleteFn,
+    access: AccessFn,
 ) -> *mut ffi::sqlite3_vfs {
     // SAFETY: `parent` is the live default VFS; reading its size fields is sound.
     let (sz, mx) = unsafe { ((*parent).szOsFile, (*parent).mxPathname) };
+    // Room for a wrapped file (ours + the parent's) or a replica handle, whichever is larger.
+    let size = (INNER_OFFSET + sz as usize).max(super::replica_vfs::HANDLE_SIZE);
     Box::into_raw(Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
-        szOsFile: INNER_OFFSET as c_int + sz,
+        szOsFile: size as c_int,
         mxPathname: mx,
         pNext: std::ptr::null_mut(),
         zName: name.as_ptr(),
         pAppData: std::ptr::null_mut::<c_void>(),
         xOpen: Some(open),
         xDelete: Some(delete),
-        xAccess: Some(x_access),
+        xAccess: Some(access),
         xFullPathname: Some(x_full_pathname),
         xDlOpen: None,
         xDlError: None,
@@ -637,8 +660,8 @@ pub fn register() -> Result<(), String> {
             }
             let _ = PARENT.set(Parent(default));
             let vfses = [
-                make_vfs(WRITER_VFS, default, writer_open, writer_delete),
-                make_vfs(REPLICA_VFS, default, replica_open, x_delete),
+                make_vfs(WRITER_VFS, default, writer_open, writer_delete, x_access),
+                make_vfs(REPLICA_VFS, default, replica_open, x_delete, replica_access),
             ];
             for vfs in vfses {
                 // SAFETY: `vfs` is a fully initialized, never-freed sqlite3_vfs (leaked on

@@ -1,0 +1,491 @@
+//! A replicated database opened for reading: the latest version (followed by a poller while
+//! handles are open), and per-handle read transactions pinned to one version.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::cache::{cache, Counters, Page};
+use super::prefetch::btree_children;
+use super::version::Version;
+use crate::ltx::{self, decode_page_frame};
+use crate::restore::{RestoreError, Target};
+use crate::storage::{LtxFileInfo, Store};
+use crate::timefmt::now_millis;
+
+pub use crate::config::ReplicaConfig;
+
+/// Concurrent prefetch requests per database.
+const PREFETCH_CONCURRENCY: usize = 4;
+/// Attempts for a page whose file vanished (compaction and retention move on under us).
+const REPLAN_ATTEMPTS: usize = 3;
+
+pub struct ReplicaDb {
+    pub config: ReplicaConfig,
+    store: Arc<Store>,
+    latest: RwLock<Arc<Version>>,
+    /// When the last poll succeeded (ms), for `litestream_lag()`.
+    last_poll_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+    handles: AtomicUsize,
+    polling: AtomicBool,
+    counters: Counters,
+    prefetch_slots: Arc<tokio::sync::Semaphore>,
+}
+
+static OPEN: LazyLock<Mutex<HashMap<String, Arc<ReplicaDb>>>> = LazyLock::new(Default::default);
+
+/// Identity of an LTX file for the cache: its store and name.
+fn file_key(store: &Store, f: &LtxFileInfo) -> u64 {
+    let name = format!(
+        "{}|{}",
+        store.describe(),
+        store.ltx_key(f.level, f.min_txid, f.max_txid)
+    );
+    ltx::crc64(name.as_bytes())
+}
+
+impl ReplicaDb {
+    /// The shared state of `config.replica_url`, opened (and its latest version built) once
+    /// per process while handles are open.
+    pub fn open(config: ReplicaConfig) -> Result<Arc<Self>, String> {
+        let mut open = OPEN.lock();
+        if let Some(db) = open.get(&config.replica_url) {
+            db.handles.fetch_add(1, Ordering::SeqCst);
+            return Ok(db.clone());
+        }
+        let store = Arc::new(Store::open(&config.replica_url).map_err(|e| e.to_string())?);
+        let version = crate::runtime::block_on(Version::build(&store, Target::Latest))
+            .map_err(|e| e.to_string())?;
+        let db = Arc::new(Self {
+            config,
+            store,
+            latest: RwLock::new(Arc::new(version)),
+            last_poll_ms: AtomicI64::new(now_millis()),
+            last_error: Mutex::new(None),
+            handles: AtomicUsize::new(1),
+            polling: AtomicBool::new(false),
+            counters: Counters::default(),
+            prefetch_slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_CONCURRENCY)),
+        });
+        open.insert(db.config.replica_url.clone(), db.clone());
+        db.start_polling();
+        Ok(db)
+    }
+
+    /// Milliseconds since the last successful poll.
+    pub fn lag_ms(&self) -> i64 {
+        now_millis() - self.last_poll_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn record_error(&self, e: &str) {
+        *self.last_error.lock() = Some(e.to_string());
+    }
+
+    pub fn all() -> Vec<Arc<Self>> {
+        OPEN.lock().values().cloned().collect()
+    }
+
+    fn release(&self) {
+        let mut open = OPEN.lock();
+        if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            open.remove(&self.config.replica_url);
+        }
+    }
+
+    pub fn latest(&self) -> Arc<Version> {
+        self.latest.read().clone()
+    }
+
+    fn start_polling(self: &Arc<Self>) {
+        if self.polling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let db = Arc::downgrade(self);
+        crate::runtime::get().spawn(async move {
+            loop {
+                let Some(d) = db.upgrade() else { return };
+                if d.handles.load(Ordering::SeqCst) == 0 {
+                    d.polling.store(false, Ordering::SeqCst);
+                    return;
+                }
+                let interval = d.config.poll_interval;
+                match d.poll().await {
+                    Ok(()) => {
+                        d.last_poll_ms.store(now_millis(), Ordering::Relaxed);
+                        *d.last_error.lock() = None;
+                    }
+                    Err(e) => {
+                        log::warn!("replica {}: {e}", d.store.describe());
+                        *d.last_error.lock() = Some(e.to_string());
+                    }
+                }
+                drop(d);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// Follows the replica: new L0 files continuing the current version extend it; anything
+    /// else (a gap after L0 retention, a rewritten replica) rebuilds it from a fresh plan.
+    async fn poll(&self) -> Result<(), RestoreError> {
+        let current = self.latest();
+        let new_l0 = self.store.list_ltx(0, current.txid + 1).await?;
+        let mut run: Vec<LtxFileInfo> = Vec::new();
+        let mut cur = current.txid;
+        for f in new_l0 {
+            if f.min_txid != cur + 1 {
+                break;
+            }
+            cur = f.max_txid;
+            run.push(f);
+        }
+        let next = if !run.is_empty() {
+            current.extend(&self.store, &run).await?
+        } else {
+            // Nothing continues us at L0: is there anything newer at all (L1 after L0
+            // retention, or a replica rewritten from scratch)?
+            let l1 = self.store.list_ltx(1, 0).await?;
+            let l0_newest = self
+                .store
+                .list_ltx(0, 0)
+                .await?
+                .last()
+                .map(|f| f.max_txid)
+                .unwrap_or(0);
+            let newest = l1.last().map_or(0, |f| f.max_txid).max(l0_newest);
+            if newest <= current.txid && !(newest < current.txid && newest > 0) {
+                return Ok(());
+            }
+            Version::build(&self.store, Target::Latest).await?
+        };
+        if next.txid != current.txid || next.commit != current.commit {
+            *self.latest.write() = Arc::new(next);
+        }
+        Ok(())
+    }
+
+    /// Reads one page of `v`, from the cache or the store; schedules prefetch.
+    fn page(
+        self: &Arc<Self>,
+        v: &Arc<Version>,
+        pgno: u32,
+        sequential: bool,
+    ) -> Result<Page, String> {
+        let Some(r) = v.pages.get(&pgno).copied() else {
+            // Within the database but in no file: never written (zero), as restore leaves it.
+            return Ok(Arc::from(vec![0u8; v.page_size as usize]));
+        };
+        let file = v.files[r.file as usize].clone();
+        let key = (file_key(&self.store, &file), pgno);
+        if let Some(p) = cache().get(&key) {
+            self.counters.hit();
+            self.prefetch_after(v, pgno, &p, sequential);
+            return Ok(p);
+        }
+        self.counters.miss();
+        let store = self.store.clone();
+        let page_size = v.page_size;
+        let counters = &self.counters;
+        let fetched = cache().try_get_with(key, || -> Result<Page, String> {
+            counters.gets.fetch_add(1, Ordering::Relaxed);
+            crate::runtime::block_on(fetch_page(&store, &file, pgno, r.offset, r.size, page_size))
+        });
+        let page = fetched.map_err(|e| e.to_string())?;
+        self.prefetch_after(v, pgno, &page, sequential);
+        Ok(page)
+    }
+
+    /// Background fetches of what is likely read next: B-tree children of an interior page,
+    /// or the following pages after sequential reads. Contiguous frames of one file are
+    /// fetched in one ranged GET. Never blocks the read that triggered it.
+    fn prefetch_after(
+        self: &Arc<Self>,
+        v: &Arc<Version>,
+        pgno: u32,
+        page: &[u8],
+        sequential: bool,
+    ) {
+        let limit = self.config.prefetch;
+        if limit == 0 {
+            return;
+        }
+        let mut wanted: Vec<u32> = btree_children(pgno, page);
+        if sequential {
+            wanted.extend(pgno + 1..=pgno.saturating_add(limit as u32).min(v.commit));
+        }
+        let mut refs: Vec<(u32, super::version::PageRef)> = wanted
+            .into_iter()
+            .filter_map(|p| v.pages.get(&p).map(|r| (p, *r)))
+            .filter(|(p, r)| {
+                !cache().contains_key(&(file_key(&self.store, &v.files[r.file as usize]), *p))
+            })
+            .take(limit)
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        refs.sort_by_key(|(_, r)| (r.file, r.offset));
+        // Group into runs of contiguous frames in one file.
+        let mut runs: Vec<Vec<(u32, super::version::PageRef)>> = Vec::new();
+        for item in refs {
+            match runs.last_mut() {
+                Some(run)
+                    if run.last().is_some_and(|(_, last)| {
+                        last.file == item.1.file
+                            && last.offset + u64::from(last.size) == item.1.offset
+                    }) =>
+                {
+                    run.push(item)
+                }
+                _ => runs.push(vec![item]),
+            }
+        }
+        for run in runs {
+            let Ok(permit) = self.prefetch_slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let db = self.clone();
+            let file = v.files[run[0].1.file as usize].clone();
+            let page_size = v.page_size;
+            crate::runtime::get().spawn(async move {
+                let _permit = permit;
+                let start = run[0].1.offset;
+                let end = run
+                    .last()
+                    .map_or(start, |(_, r)| r.offset + u64::from(r.size));
+                db.counters.gets.fetch_add(1, Ordering::Relaxed);
+                let Ok(bytes) = db
+                    .store
+                    .get_ltx(&file, Some((start, Some(end - start))))
+                    .await
+                else {
+                    return;
+                };
+                let fk = file_key(&db.store, &file);
+                for (pgno, r) in run {
+                    let at = (r.offset - start) as usize;
+                    let Some(frame) = bytes.get(at..at + r.size as usize) else {
+                        return;
+                    };
+                    if let Ok((got, data)) = decode_page_frame(frame, page_size) {
+                        if got == pgno {
+                            cache().insert((fk, pgno), Arc::from(data));
+                            db.counters.prefetched.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let v = self.latest();
+        let c = &self.counters;
+        let (hits, misses) = (
+            c.hits.load(Ordering::Relaxed),
+            c.misses.load(Ordering::Relaxed),
+        );
+        serde_json::json!({
+            "replica": self.store.describe(),
+            "txid": ltx::format_txid(v.txid),
+            "timestamp": crate::timefmt::rfc3339_millis(v.timestamp_ms),
+            "page_size": v.page_size,
+            "pages": v.commit,
+            "lag_ms": now_millis() - self.last_poll_ms.load(Ordering::Relaxed),
+            "last_error": *self.last_error.lock(),
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "cache_hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            "gets": c.gets.load(Ordering::Relaxed),
+            "prefetched_pages": c.prefetched.load(Ordering::Relaxed),
+            "cache_bytes": cache().weighted_size(),
+            "connections": self.handles.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Fetches and verifies one page frame.
+async fn fetch_page(
+    store: &Store,
+    file: &LtxFileInfo,
+    pgno: u32,
+    offset: u64,
+    size: u32,
+    page_size: u32,
+) -> Result<Page, String> {
+    let what = || {
+        format!(
+            "{} page {pgno}",
+            store.ltx_key(file.level, file.min_txid, file.max_txid)
+        )
+    };
+    let frame = store
+        .get_ltx(file, Some((offset, Some(u64::from(size)))))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (got, data) =
+        decode_page_frame(&frame, page_size).map_err(|e| format!("{}: {e}", what()))?;
+    if got != pgno {
+        return Err(format!("{}: frame holds page {got}", what()));
+    }
+    Ok(Arc::from(data))
+}
+
+/// One open handle (one connection's main database file).
+pub struct ReplicaFile {
+    pub db: Arc<ReplicaDb>,
+    /// Set by time travel (URI `txid`/`timestamp` or `litestream_set_time`).
+    pinned: Option<Arc<Version>>,
+    /// The version of the read transaction in progress (between SHARED lock and unlock).
+    txn: Option<Arc<Version>>,
+    last_pgno: u32,
+}
+
+impl ReplicaFile {
+    pub fn open(config: ReplicaConfig, target: Target) -> Result<Self, String> {
+        let db = ReplicaDb::open(config)?;
+        let mut f = Self {
+            db,
+            pinned: None,
+            txn: None,
+            last_pgno: 0,
+        };
+        if target != Target::Latest {
+            if let Err(e) = f.set_target(target) {
+                f.db.release();
+                return Err(e);
+            }
+        }
+        Ok(f)
+    }
+
+    /// The version this handle reads now.
+    pub fn version(&self) -> Arc<Version> {
+        self.txn
+            .clone()
+            .or_else(|| self.pinned.clone())
+            .unwrap_or_else(|| self.db.latest())
+    }
+
+    /// Time travel: pin a past version, or follow the latest again.
+    pub fn set_target(&mut self, target: Target) -> Result<(), String> {
+        self.pinned = match target {
+            Target::Latest => None,
+            t => Some(Arc::new(
+                crate::runtime::block_on(Version::build(&self.db.store, t))
+                    .map_err(|e| e.to_string())?,
+            )),
+        };
+        Ok(())
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    /// SHARED lock taken: the read transaction sees one version until unlock.
+    pub fn begin_read(&mut self) {
+        if self.txn.is_none() {
+            self.txn = Some(self.pinned.clone().unwrap_or_else(|| self.db.latest()));
+        }
+    }
+
+    pub fn end_read(&mut self) {
+        self.txn = None;
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.version().file_size()
+    }
+
+    /// Fills `buf` from `offset`. Page 1 is patched so SQLite sees a read-only rollback-mode
+    /// file whose change counter moves with the TXID (it then drops stale cache).
+    pub fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<usize, String> {
+        let v = self.version();
+        let ps = u64::from(v.page_size);
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            if at >= v.file_size() {
+                break;
+            }
+            let pgno = (at / ps + 1) as u32;
+            let sequential = pgno == self.last_pgno + 1;
+            self.last_pgno = pgno;
+            let page = self.page_with_replan(&v, pgno, sequential)?;
+            let in_page = (at % ps) as usize;
+            let n = (buf.len() - done).min(page.len() - in_page);
+            buf[done..done + n].copy_from_slice(&page[in_page..in_page + n]);
+            if pgno == 1 {
+                patch_page1(&mut buf[done..done + n], in_page, &v);
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn page_with_replan(
+        &mut self,
+        v: &Arc<Version>,
+        pgno: u32,
+        sequential: bool,
+    ) -> Result<Page, String> {
+        let mut v = v.clone();
+        let mut last_err = String::new();
+        for _ in 0..REPLAN_ATTEMPTS {
+            match self.db.page(&v, pgno, sequential) {
+                Ok(p) => return Ok(p),
+                Err(e) if e.contains("not found") => {
+                    // Compaction or retention removed the file: the same TXID may be served
+                    // by other files now.
+                    last_err = e;
+                    let rebuilt = crate::runtime::block_on(Version::build(
+                        &self.db.store,
+                        Target::Txid(v.txid),
+                    ))
+                    .map_err(|e| {
+                        format!(
+                            "{last_err}; and TXID {:#x} is no longer available: {e}",
+                            v.txid
+                        )
+                    })?;
+                    v = Arc::new(rebuilt);
+                    if self.txn.is_some() {
+                        self.txn = Some(v.clone());
+                    }
+                    if self.pinned.is_some() {
+                        self.pinned = Some(v.clone());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err)
+    }
+}
+
+impl Drop for ReplicaFile {
+    fn drop(&mut self) {
+        self.db.release();
+    }
+}
+
+/// Bytes 18/19 = 1 (rollback journal: no WAL to look for); 24..28 and 92..96 (change counter
+/// and version-valid-for) = the TXID, so a new version looks like a changed file.
+fn patch_page1(buf: &mut [u8], start: usize, v: &Version) {
+    let counter = (v.txid as u32).to_be_bytes();
+    let mut set = |at: usize, byte: u8| {
+        if at >= start && at - start < buf.len() {
+            buf[at - start] = byte;
+        }
+    };
+    set(18, 1);
+    set(19, 1);
+    for (i, b) in counter.iter().enumerate() {
+        set(24 + i, *b);
+        set(92 + i, *b);
+    }
+}

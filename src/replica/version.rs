@@ -1,0 +1,144 @@
+//! One version of a replicated database as the replica VFS serves it: which LTX file holds
+//! each page at a TXID, built from the page indexes of a restore plan (one ranged GET per
+//! file for the index, a second only when the index is larger than the tail read).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ltx::{self, Header, IndexLocation, PageIndex, ESTIMATED_PAGE_INDEX_SIZE, HEADER_SIZE};
+use crate::restore::{self, RestoreError, Target};
+use crate::storage::{LtxFileInfo, Store};
+
+/// Where one page is.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRef {
+    /// Index into [`Version::files`].
+    pub file: u32,
+    pub offset: u64,
+    pub size: u32,
+}
+
+#[derive(Debug)]
+pub struct Version {
+    pub txid: u64,
+    pub timestamp_ms: i64,
+    pub page_size: u32,
+    pub commit: u32,
+    pub pages: HashMap<u32, PageRef>,
+    pub files: Vec<Arc<LtxFileInfo>>,
+    /// The target this version was built for (`Latest` when following).
+    pub target: Target,
+}
+
+/// Files no larger than this are read whole in one GET (header and index together).
+const WHOLE_FILE_READ: u64 = 64 << 10;
+
+/// Header and page index of one file, in one or two GETs (three for huge indexes).
+pub async fn fetch_index(
+    store: &Store,
+    f: &LtxFileInfo,
+) -> Result<(Header, PageIndex), RestoreError> {
+    let what = || {
+        format!(
+            "LTX file {} (level {})",
+            ltx::file_name(f.min_txid, f.max_txid),
+            f.level
+        )
+    };
+    let err = |source| RestoreError::Ltx {
+        what: what(),
+        source,
+    };
+    if f.size <= WHOLE_FILE_READ {
+        let whole = store.get_ltx(f, None).await?;
+        let header = Header::decode(&whole).map_err(err)?;
+        let index = PageIndex::parse_tail(&whole, whole.len() as u64).map_err(err)?;
+        return Ok((header, index));
+    }
+    let tail_len = ESTIMATED_PAGE_INDEX_SIZE.min(f.size);
+    let (head, tail) = tokio::join!(
+        store.get_ltx(f, Some((0, Some(HEADER_SIZE as u64)))),
+        store.get_ltx(f, Some((f.size - tail_len, Some(tail_len))))
+    );
+    let header = Header::decode(&head?).map_err(err)?;
+    let tail = tail?;
+    let index = match PageIndex::locate(&tail, f.size).map_err(err)? {
+        IndexLocation::InTail => PageIndex::parse_tail(&tail, f.size).map_err(err)?,
+        IndexLocation::FetchFrom(start) => {
+            let bytes = store.get_ltx(f, Some((start, None))).await?;
+            PageIndex::parse_tail(&bytes, f.size).map_err(err)?
+        }
+    };
+    Ok((header, index))
+}
+
+impl Version {
+    /// The version a restore to `target` would produce, without downloading any page.
+    pub async fn build(store: &Store, target: Target) -> Result<Self, RestoreError> {
+        let files = restore::list_all(store, matches!(target, Target::Timestamp(_))).await?;
+        let plan = restore::plan(&files, target, &store.describe())?;
+        let mut v = Self {
+            txid: 0,
+            timestamp_ms: 0,
+            page_size: 0,
+            commit: 0,
+            pages: HashMap::new(),
+            files: Vec::new(),
+            target,
+        };
+        v.apply(store, &plan).await?;
+        Ok(v)
+    }
+
+    /// A copy of this version with `files` (continuing it) applied on top.
+    pub async fn extend(&self, store: &Store, files: &[LtxFileInfo]) -> Result<Self, RestoreError> {
+        let mut v = Self {
+            txid: self.txid,
+            timestamp_ms: self.timestamp_ms,
+            page_size: self.page_size,
+            commit: self.commit,
+            pages: self.pages.clone(),
+            files: self.files.clone(),
+            target: self.target,
+        };
+        v.apply(store, files).await?;
+        Ok(v)
+    }
+
+    async fn apply(&mut self, store: &Store, files: &[LtxFileInfo]) -> Result<(), RestoreError> {
+        // Indexes are fetched a few at a time, applied in order.
+        let mut fetched = Vec::with_capacity(files.len());
+        for chunk in files.chunks(8) {
+            let futs: Vec<_> = chunk.iter().map(|f| fetch_index(store, f)).collect();
+            fetched.extend(futures_util::future::join_all(futs).await);
+        }
+        for (f, result) in files.iter().zip(fetched) {
+            let (header, index) = result?;
+            let file = self.files.len() as u32;
+            self.files.push(Arc::new(f.clone()));
+            for e in index.entries {
+                self.pages.insert(
+                    e.pgno,
+                    PageRef {
+                        file,
+                        offset: e.offset,
+                        size: e.size as u32,
+                    },
+                );
+            }
+            if header.commit < self.commit {
+                // A shrink: pages past the new end are gone.
+                self.pages.retain(|&p, _| p <= header.commit);
+            }
+            self.txid = header.max_txid;
+            self.timestamp_ms = header.timestamp;
+            self.page_size = header.page_size;
+            self.commit = header.commit;
+        }
+        Ok(())
+    }
+
+    pub fn file_size(&self) -> u64 {
+        u64::from(self.commit) * u64::from(self.page_size)
+    }
+}
