@@ -1,6 +1,8 @@
 // The extension as a Node.js application sees it (better-sqlite3 bundles its own SQLite).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -28,4 +30,36 @@ test('registers both VFS names in the host SQLite', () => {
   assert.equal(other.prepare('select json_valid(litestream_status()) as v').get().v, 1);
   other.close();
   db.close();
+});
+
+test('a Node app replicates and reads a replica (default VFS switch: no URIs in better-sqlite3)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'litestream-node-'));
+  const boot = new Database(':memory:');
+  boot.loadExtension(lib);
+  process.env.LITESTREAM_REPLICA_URL = `file://${dir}/replica`;
+  try {
+    assert.equal(boot.prepare("select litestream_default_vfs('litestream') as p").get().p, 'unix');
+    const db = new Database(path.join(dir, 'app.db'));
+    db.pragma('journal_mode = wal');
+    db.exec('create table notes(id integer primary key, body text)');
+    const insert = db.prepare('insert into notes(body) values (?)');
+    for (let i = 0; i < 50; i++) insert.run(`note ${i}`);
+    const synced = JSON.parse(db.prepare('select litestream_sync(10000) as s').get().s);
+    const txid = synced[path.join(dir, 'app.db')];
+    assert.match(txid, /^[0-9a-f]{16}$/);
+    db.close();
+
+    boot.prepare("select litestream_default_vfs('litestream-replica')").get();
+    const replica = new Database(path.join(dir, 'view.db'), { readonly: true });
+    const row = replica.prepare('select count(*) as n, litestream_txid() as txid from notes').get();
+    assert.equal(row.n, 50);
+    assert.equal(row.txid, txid);
+    assert.throws(() => replica.exec("insert into notes(body) values ('x')"), /readonly/);
+    replica.close();
+  } finally {
+    boot.prepare("select litestream_default_vfs('unix')").get();
+    delete process.env.LITESTREAM_REPLICA_URL;
+    boot.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

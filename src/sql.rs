@@ -131,7 +131,20 @@ fn set_time(db: &Connection, args: &[Value]) -> Result<Output, String> {
     Ok(Output::Text(crate::ltx::format_txid(r.version().txid)))
 }
 
+/// `litestream_default_vfs(name)`: makes `name` the process's default VFS ('litestream',
+/// 'litestream-replica', or 'unix' to go back) for hosts that cannot pass `vfs=` in a URI.
+/// Returns the previous default.
+fn default_vfs(args: &[Value]) -> Result<Output, String> {
+    match args.first() {
+        Some(Value::Text(name)) => crate::sqlite::vfs::set_default(name)
+            .map(Output::Text)
+            .map_err(|e| format!("litestream_default_vfs: {e}")),
+        _ => Err("litestream_default_vfs: a VFS name is required".into()),
+    }
+}
+
 pub fn register_all(db: &Connection) -> Result<(), String> {
+    register(db, c"litestream_default_vfs", 1, false, default_vfs)?;
     register_db(db, c"litestream_txid", 0, txid)?;
     register_db(db, c"litestream_time", 0, time)?;
     register_db(db, c"litestream_lag", 0, lag)?;

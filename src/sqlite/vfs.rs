@@ -685,3 +685,30 @@ pub fn registered_names() -> Vec<String> {
         .map(|name| name.to_string_lossy().into_owned())
         .collect()
 }
+
+/// Makes `name` (any registered VFS: ours, or "unix" to go back) the process default, for
+/// hosts that cannot pass `vfs=` (better-sqlite3 opens without URI support). Returns the name
+/// of the previous default.
+pub fn set_default(name: &str) -> Result<String, String> {
+    let c = super::cstring(name);
+    // SAFETY: vfs_find only reads SQLite's registry; a null name gives the current default.
+    let (vfs, previous) = unsafe {
+        (
+            ffi::sqlite3_vfs_find(c.as_ptr()),
+            ffi::sqlite3_vfs_find(std::ptr::null()),
+        )
+    };
+    if vfs.is_null() {
+        return Err(format!("no VFS named {name:?}"));
+    }
+    // SAFETY: `previous` is a registered VFS whose zName is a valid C string.
+    let previous = unsafe { CStr::from_ptr((*previous).zName) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: re-registering a registered VFS only moves it to the head of the list.
+    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 1) };
+    if rc != ffi::SQLITE_OK {
+        return Err(format!("cannot make {name:?} the default VFS: error {rc}"));
+    }
+    Ok(previous)
+}
