@@ -134,7 +134,10 @@ unsafe extern "C" fn io_write(
                 r.with_capture("WAL write", |c| {
                     rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
                     if rc == ffi::SQLITE_OK {
-                        committed = c.after_wal_write(offset, len)?;
+                        // SAFETY: SQLite passes `amt` readable bytes at `buf`.
+                        let bytes =
+                            unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
+                        committed = c.after_wal_write(offset, bytes)?;
                     }
                     Ok(())
                 });

@@ -74,6 +74,9 @@ struct WalCursor {
     committed_end: u64,
     /// Frames (pgno, offset) of the transaction in progress, in write order.
     txn: Vec<(u32, u64)>,
+    /// The last frame header SQLite wrote (offset, bytes): parsed from its write buffer, it
+    /// saves reading it back from the file.
+    written_header: Option<(u64, [u8; FRAME_HEADER_SIZE as usize])>,
 }
 
 pub struct Capture {
@@ -217,6 +220,7 @@ impl Capture {
             next: full.end,
             committed_end: full.end,
             txn: Vec::new(),
+            written_header: None,
         });
         self.wal_file = Some(file);
         Ok(())
@@ -309,15 +313,17 @@ impl Capture {
                 next: WAL_HEADER_SIZE,
                 committed_end: WAL_HEADER_SIZE,
                 txn: Vec::new(),
+                written_header: None,
             });
             self.save_position(false)?;
         }
         Ok(())
     }
 
-    /// After SQLite wrote `len` bytes at `offset` (>= 32) of the WAL: parse complete frames.
+    /// After SQLite wrote `bytes` at `offset` (>= 32) of the WAL: parse complete frames.
     /// Returns whether a transaction committed.
-    pub fn after_wal_write(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+    pub fn after_wal_write(&mut self, offset: u64, bytes: &[u8]) -> io::Result<bool> {
+        let len = bytes.len() as u64;
         let Some(mut cur) = self.wal.take() else {
             // A WAL we have no header for (opened mid-generation by an old state): resync.
             self.needs_full = true;
@@ -336,9 +342,17 @@ impl Capture {
             cur.next = offset;
             cur.txn.retain(|&(_, at)| at < offset);
         }
+        if at_boundary && bytes.len() >= FRAME_HEADER_SIZE as usize {
+            let mut head = [0u8; FRAME_HEADER_SIZE as usize];
+            head.copy_from_slice(&bytes[..FRAME_HEADER_SIZE as usize]);
+            cur.written_header = Some((offset, head));
+        }
         let mut head = [0u8; FRAME_HEADER_SIZE as usize];
         while cur.next + frame_size <= end {
-            self.wal_file()?.read_exact_at(&mut head, cur.next)?;
+            match cur.written_header {
+                Some((at, h)) if at == cur.next => head = h,
+                _ => self.wal_file()?.read_exact_at(&mut head, cur.next)?,
+            }
             let fh = FrameHeader::parse(&head);
             if (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
                 // Frames of a generation we did not see start: another process restarted the

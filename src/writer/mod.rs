@@ -51,6 +51,9 @@ pub struct Replicator {
     capture: Mutex<Capture>,
     stats: Mutex<ShipperStats>,
     wake: tokio::sync::Notify,
+    /// The shipper is looking for work or waiting for it: only then does a commit wake it
+    /// (a wakeup per commit would cost the commit path more than the work it signals).
+    idle: std::sync::atomic::AtomicBool,
     /// Connections (main-database handles) using this replicator.
     handles: AtomicUsize,
     closing: std::sync::atomic::AtomicBool,
@@ -95,6 +98,7 @@ impl Replicator {
             capture: Mutex::new(capture),
             stats: Mutex::new(ShipperStats::default()),
             wake: tokio::sync::Notify::new(),
+            idle: Default::default(),
             handles: AtomicUsize::new(1),
             closing: Default::default(),
             flush: Default::default(),
@@ -136,6 +140,14 @@ impl Replicator {
 
     /// Something was committed: let the shipper know.
     pub fn notify(&self) {
+        if self.idle.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the shipper whatever it is doing (flushes, closing).
+    fn wake_now(&self) {
+        self.idle.store(false, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -162,7 +174,7 @@ impl Replicator {
         // Reopened while we flushed: keep running.
         if self.handles.load(Ordering::SeqCst) == 0 {
             self.closing.store(true, Ordering::SeqCst);
-            self.wake.notify_one();
+            self.wake_now();
             reg.remove(&self.db_path);
         }
     }
@@ -173,7 +185,7 @@ impl Replicator {
         let target = self.capture.lock().commits_captured;
         loop {
             self.flush.store(true, Ordering::SeqCst);
-            self.wake.notify_one();
+            self.wake_now();
             {
                 let c = self.capture.lock();
                 if c.remote_known && c.commits_shipped >= target && !c.needs_full {

@@ -92,6 +92,8 @@ async fn run(r: Arc<Replicator>) {
                 }
             }
         }
+        // From here a commit wakes us: one landing after this look finds us waiting.
+        r.idle.store(true, Ordering::SeqCst);
         let next = {
             let r2 = r.clone();
             tokio::task::spawn_blocking(move || {
@@ -104,7 +106,10 @@ async fn run(r: Arc<Replicator>) {
             .await
         };
         let item = match next {
-            Ok(Ok(Some(item))) => item,
+            Ok(Ok(Some(item))) => {
+                r.idle.store(false, Ordering::SeqCst);
+                item
+            }
             Ok(Ok(None)) => {
                 r.flush.store(false, Ordering::SeqCst);
                 r.wake.notified().await;
