@@ -23,7 +23,11 @@ pub const PARAM_LEVELS: &str = "levels";
 pub const PARAM_SNAPSHOT_INTERVAL: &str = "snapshot-interval";
 pub const PARAM_RETENTION: &str = "retention";
 pub const PARAM_L0_RETENTION: &str = "l0-retention";
+pub const PARAM_LEASE: &str = "lease";
+pub const PARAM_LEASE_TTL: &str = "lease-ttl";
 const OUR_PARAMS: &[&str] = &[
+    PARAM_LEASE,
+    PARAM_LEASE_TTL,
     PARAM_REPLICA,
     PARAM_MIN_INTERVAL,
     PARAM_SPOOL_LIMIT,
@@ -41,6 +45,10 @@ pub const ENV_LEVELS: &str = "LITESTREAM_LEVELS";
 pub const ENV_SNAPSHOT_INTERVAL: &str = "LITESTREAM_SNAPSHOT_INTERVAL";
 pub const ENV_RETENTION: &str = "LITESTREAM_RETENTION";
 pub const ENV_L0_RETENTION: &str = "LITESTREAM_L0_RETENTION";
+pub const ENV_LEASE: &str = "LITESTREAM_LEASE";
+pub const ENV_LEASE_TTL: &str = "LITESTREAM_LEASE_TTL";
+/// Litestream's (unused) leaser's TTL.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Litestream's defaults: L1 every 30 s, L2 every 5 min, L3 every hour; a snapshot a day kept a
 /// day; L0 files kept 5 min after they are compacted.
@@ -70,6 +78,9 @@ pub struct DbConfig {
     pub retention: Duration,
     /// How long an L0 file stays after it is compacted into L1.
     pub l0_retention: Duration,
+    /// Hold `lock.json` so only one process replicates to the destination.
+    pub lease: bool,
+    pub lease_ttl: Duration,
 }
 
 impl DbConfig {
@@ -83,6 +94,8 @@ impl DbConfig {
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             retention: DEFAULT_RETENTION,
             l0_retention: DEFAULT_L0_RETENTION,
+            lease: true,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -204,6 +217,15 @@ impl DbConfig {
         if snapshot_interval.is_zero() {
             return Err(format!("{PARAM_SNAPSHOT_INTERVAL} must not be zero"));
         }
+        let lease = match get(PARAM_LEASE).or_else(|| env(ENV_LEASE)).as_deref() {
+            None | Some("on") | Some("true") | Some("1") => true,
+            Some("off") | Some("false") | Some("0") => false,
+            Some(v) => return Err(format!("{PARAM_LEASE}={v:?} must be on or off")),
+        };
+        let lease_ttl = duration(PARAM_LEASE_TTL, ENV_LEASE_TTL, DEFAULT_LEASE_TTL)?;
+        if lease_ttl < std::time::Duration::from_millis(300) {
+            return Err(format!("{PARAM_LEASE_TTL} must be at least 300ms"));
+        }
         let spool_limit = match get(PARAM_SPOOL_LIMIT) {
             Some(v) => parse_size(&v)
                 .ok_or_else(|| format!("{PARAM_SPOOL_LIMIT}={v:?} is not a size (e.g. 512M)"))?,
@@ -217,6 +239,8 @@ impl DbConfig {
             snapshot_interval,
             retention,
             l0_retention,
+            lease,
+            lease_ttl,
         })
     }
 }

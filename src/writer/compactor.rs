@@ -65,6 +65,15 @@ async fn run(r: Arc<Replicator>) {
             return;
         }
         let now = now_millis();
+        if !r.lease_held.load(Ordering::SeqCst) {
+            // Only the lease holder maintains the replica.
+            for (i, interval) in cfg.levels.iter().enumerate() {
+                due[i] = next_boundary(now, *interval, offset);
+            }
+            snapshot_due = snapshot_due.max(now + retention_every);
+            retention_due = now + retention_every;
+            continue;
+        }
         for (i, interval) in cfg.levels.iter().enumerate() {
             if due[i] <= now {
                 due[i] = next_boundary(now, *interval, offset);

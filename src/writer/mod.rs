@@ -4,6 +4,7 @@
 
 mod capture;
 pub mod compactor;
+pub mod lease;
 mod meta;
 mod shipper;
 pub mod wal;
@@ -34,6 +35,7 @@ pub struct Status {
     pub last_error: Option<String>,
     pub uploads: u64,
     pub uploaded_bytes: u64,
+    pub lease: lease::LeaseStatus,
 }
 
 /// Facts the shipper reports back.
@@ -42,6 +44,7 @@ struct ShipperStats {
     last_error: Option<String>,
     uploads: u64,
     uploaded_bytes: u64,
+    lease: lease::LeaseStatus,
 }
 
 pub struct Replicator {
@@ -59,6 +62,11 @@ pub struct Replicator {
     closing: std::sync::atomic::AtomicBool,
     /// Set by `litestream_sync()`: ship now, ignoring the minimum interval.
     flush: std::sync::atomic::AtomicBool,
+    lease: tokio::sync::Mutex<lease::Lease>,
+    /// Whether we hold the lease (or leasing is off): compaction and retention need it.
+    lease_held: std::sync::atomic::AtomicBool,
+    /// What the conditional-write probe found (None until it ran).
+    conditional: Mutex<Option<crate::storage::ConditionalSupport>>,
 }
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
@@ -93,7 +101,7 @@ impl Replicator {
         })?;
         let r = Arc::new(Self {
             db_path: db_path.to_path_buf(),
-            config,
+            config: config.clone(),
             store: Arc::new(store),
             capture: Mutex::new(capture),
             stats: Mutex::new(ShipperStats::default()),
@@ -102,6 +110,9 @@ impl Replicator {
             handles: AtomicUsize::new(1),
             closing: Default::default(),
             flush: Default::default(),
+            lease: tokio::sync::Mutex::new(lease::Lease::new(config.lease_ttl)),
+            lease_held: std::sync::atomic::AtomicBool::new(!config.lease),
+            conditional: Mutex::new(None),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
         shipper::start(r.clone());
@@ -170,12 +181,31 @@ impl Replicator {
                 self.db_path.display()
             );
         }
-        let mut reg = REGISTRY.lock();
-        // Reopened while we flushed: keep running.
-        if self.handles.load(Ordering::SeqCst) == 0 {
+        {
+            let mut reg = REGISTRY.lock();
+            // Reopened while we flushed: keep running.
+            if self.handles.load(Ordering::SeqCst) != 0 {
+                return;
+            }
             self.closing.store(true, Ordering::SeqCst);
-            self.wake_now();
             reg.remove(&self.db_path);
+        }
+        self.wake_now();
+        if self.config.lease {
+            // After `closing`: the shipper takes no lease any more, so this release is final.
+            let conditional_delete = self
+                .conditional
+                .lock()
+                .as_ref()
+                .is_some_and(|c| c.conditional_delete);
+            crate::runtime::block_on(async {
+                self.lease
+                    .lock()
+                    .await
+                    .release(&self.store, conditional_delete)
+                    .await;
+            });
+            self.lease_held.store(false, Ordering::SeqCst);
         }
     }
 
@@ -222,6 +252,14 @@ impl Replicator {
             last_error: stats.last_error.clone(),
             uploads: stats.uploads,
             uploaded_bytes: stats.uploaded_bytes,
+            lease: if self.config.lease {
+                stats.lease.clone()
+            } else {
+                lease::LeaseStatus {
+                    state: "off".into(),
+                    ..Default::default()
+                }
+            },
         }
     }
 }

@@ -29,6 +29,41 @@ async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
     Ok(max)
 }
 
+/// Holds the lease (first checking, once, that the store honours conditional writes: one
+/// that ignores them would let two writers both win). Returns whether we may ship.
+async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
+    let known = r.conditional.lock().clone();
+    let support = match known {
+        Some(s) => s,
+        None => {
+            let s = r.store.probe_conditional_writes().await?;
+            *r.conditional.lock() = Some(s.clone());
+            s
+        }
+    };
+    if !support.is_sufficient() {
+        let msg = format!(
+            "{} does not honour conditional writes (If-None-Match/If-Match ignored): two writers could overwrite each other, so nothing is replicated; set lease=off (URI) or LITESTREAM_LEASE=off to replicate without a lease at your own risk",
+            r.store.describe()
+        );
+        record_error(r, &msg);
+        r.stats.lock().lease = super::lease::LeaseStatus {
+            state: "refused".into(),
+            ..Default::default()
+        };
+        r.lease_held.store(false, Ordering::SeqCst);
+        return Ok(false);
+    }
+    let mut lease = r.lease.lock().await;
+    if r.closing.load(Ordering::SeqCst) {
+        return Ok(false); // released (or about to be) by the closing connection
+    }
+    let result = lease.ensure(&r.store).await;
+    r.lease_held.store(lease.is_held(), Ordering::SeqCst);
+    r.stats.lock().lease = lease.status.clone();
+    result
+}
+
 /// Learns the replica's position and lines our queue up with it. When the replica already
 /// has a TXID we also queued (a crash between upload and saving the position), the two are
 /// the same upload only if their file checksums match.
@@ -71,6 +106,23 @@ async fn run(r: Arc<Replicator>) {
     loop {
         if r.closing.load(Ordering::SeqCst) {
             return;
+        }
+        if r.config.lease {
+            match hold_lease(&r).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another writer replicates here: keep capturing locally, ship nothing,
+                    // and look again soon (it may exit, or its lease expire).
+                    r.capture.lock().remote_known = false;
+                    tokio::time::sleep((r.config.lease_ttl / 3).min(Duration::from_secs(1))).await;
+                    continue;
+                }
+                Err(e) => {
+                    record_error(&r, &e);
+                    backoff(&r, &mut attempt).await;
+                    continue;
+                }
+            }
         }
         if !r.capture.lock().remote_known {
             match line_up(&r).await {

@@ -1,0 +1,255 @@
+//! One writer per destination: a lease object `<path>/lock.json` taken and renewed with
+//! conditional writes, in the form of Litestream's (unused) leaser:
+//! `{"generation":N,"expires_at":"<RFC 3339>","owner":"<host>:<pid>"}`.
+//!
+//! Safety never depends on it: every L0 upload is `If-None-Match: *`, so a process that lost
+//! its lease without noticing (paused, slow clock) cannot overwrite a TXID, and two processes
+//! that both believe they hold it (conditional replacement is not atomic on every store) can
+//! only make the chain move on, never fork. The lease gives liveness: one shipper at a time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{PutCondition, StorageError, Store};
+use crate::timefmt::{now_millis, parse_rfc3339_millis, rfc3339_millis};
+
+pub const LEASE_KEY: &str = "lock.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseDoc {
+    generation: i64,
+    expires_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    owner: String,
+}
+
+/// What `litestream_status()` shows of the lease.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LeaseStatus {
+    /// `held`, `waiting` (another writer has it), `off`, or `refused` (the store ignores
+    /// conditional writes).
+    pub state: String,
+    pub owner: Option<String>,
+    pub generation: i64,
+    pub expires_at: Option<String>,
+}
+
+pub struct Lease {
+    ttl: Duration,
+    owner: String,
+    /// Our lease object's ETag and generation while we hold it.
+    held: Option<(String, i64)>,
+    /// When our lease expires (by our clock).
+    expires_ms: i64,
+    pub status: LeaseStatus,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Lease {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            owner: format!("{}:{}", hostname(), std::process::id()),
+            held: None,
+            expires_ms: 0,
+            status: LeaseStatus {
+                state: "waiting".into(),
+                ..LeaseStatus::default()
+            },
+        }
+    }
+
+    /// A lease left by a process of this host that no longer runs (a crash, then a restart)
+    /// need not be waited out. Only liveness depends on this: fencing keeps it safe.
+    fn is_dead_local_owner(&self, owner: &str) -> bool {
+        let mine = self.owner.rsplit_once(':').map(|(h, _)| h);
+        match owner.rsplit_once(':') {
+            Some((host, pid)) if Some(host) == mine && pid != std::process::id().to_string() => pid
+                .parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists()),
+            _ => false,
+        }
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        self.ttl.as_millis() as i64
+    }
+
+    /// Held, and by our clock not within a third of its TTL of expiring.
+    pub fn is_fresh(&self) -> bool {
+        self.held.is_some() && now_millis() < self.expires_ms - self.ttl_ms() / 3
+    }
+
+    /// Renew at the next `ensure` (after losing an upload race: is the lease still ours?).
+    pub fn recheck(&mut self) {
+        if self.held.is_some() {
+            self.expires_ms = self.expires_ms.min(now_millis() + self.ttl_ms() / 3);
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.is_some() && now_millis() < self.expires_ms
+    }
+
+    fn doc(&self, generation: i64, expires_ms: i64) -> Bytes {
+        let doc = LeaseDoc {
+            generation,
+            expires_at: rfc3339_millis(expires_ms),
+            owner: self.owner.clone(),
+        };
+        Bytes::from(serde_json::to_vec(&doc).expect("serializable"))
+    }
+
+    fn set_held(&mut self, etag: String, generation: i64, expires_ms: i64) {
+        self.held = Some((etag, generation));
+        self.expires_ms = expires_ms;
+        self.status = LeaseStatus {
+            state: "held".into(),
+            owner: Some(self.owner.clone()),
+            generation,
+            expires_at: Some(rfc3339_millis(expires_ms)),
+        };
+    }
+
+    fn set_waiting(&mut self, doc: Option<&LeaseDoc>) {
+        self.held = None;
+        self.status = LeaseStatus {
+            state: "waiting".into(),
+            owner: doc.map(|d| d.owner.clone()),
+            generation: doc.map_or(0, |d| d.generation),
+            expires_at: doc.map(|d| d.expires_at.clone()),
+        };
+    }
+
+    /// Makes sure we hold a fresh lease: renews it, or takes it if it is free or expired.
+    /// Returns whether we hold it afterwards.
+    pub async fn ensure(&mut self, store: &Store) -> Result<bool, StorageError> {
+        if self.is_fresh() {
+            return Ok(true);
+        }
+        if let Some((etag, generation)) = self.held.clone() {
+            let expires = now_millis() + self.ttl_ms();
+            match store
+                .put(
+                    LEASE_KEY,
+                    self.doc(generation, expires),
+                    PutCondition::IfMatch(etag),
+                    None,
+                )
+                .await
+            {
+                Ok(etag) => {
+                    self.set_held(etag, generation, expires);
+                    return Ok(true);
+                }
+                Err(e) if e.is_precondition_failed() || e.is_not_found() => {
+                    log::warn!(
+                        "lease on {} lost: another writer took it ({e})",
+                        store.describe()
+                    );
+                    self.set_waiting(None);
+                }
+                Err(e) => {
+                    // Unknown outcome: we still hold it until it expires by our clock.
+                    if !self.is_held() {
+                        self.set_waiting(None);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.acquire(store).await
+    }
+
+    async fn acquire(&mut self, store: &Store) -> Result<bool, StorageError> {
+        let existing = match store.head(LEASE_KEY).await {
+            Ok(meta) => Some(meta.etag),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let expires = now_millis() + self.ttl_ms();
+        let (condition, generation) = match existing {
+            None => (PutCondition::IfNoneMatch, 1),
+            Some(etag) => {
+                let body = match store.get(LEASE_KEY, None).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => return Ok(false), // released meanwhile: next round
+                    Err(e) => return Err(e),
+                };
+                let doc: Option<LeaseDoc> = serde_json::from_slice(&body).ok();
+                let expired = doc
+                    .as_ref()
+                    .and_then(|d| parse_rfc3339_millis(&d.expires_at))
+                    .is_none_or(|t| t <= now_millis())
+                    || doc
+                        .as_ref()
+                        .is_some_and(|d| self.is_dead_local_owner(&d.owner));
+                if !expired {
+                    log::debug!(
+                        "lease on {} is held by {:?} until {:?}",
+                        store.describe(),
+                        doc.as_ref().map(|d| &d.owner),
+                        doc.as_ref().map(|d| &d.expires_at)
+                    );
+                    self.set_waiting(doc.as_ref());
+                    return Ok(false);
+                }
+                (
+                    PutCondition::IfMatch(etag),
+                    doc.map_or(0, |d| d.generation) + 1,
+                )
+            }
+        };
+        match store
+            .put(LEASE_KEY, self.doc(generation, expires), condition, None)
+            .await
+        {
+            Ok(etag) => {
+                log::info!(
+                    "lease on {} taken (generation {generation})",
+                    store.describe()
+                );
+                self.set_held(etag, generation, expires);
+                Ok(true)
+            }
+            Err(e) if e.is_precondition_failed() || e.is_not_found() => {
+                self.set_waiting(None);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up at a clean shutdown, so the next writer need not wait for expiry:
+    /// a conditional delete where the store has one, else an already-expired lease.
+    pub async fn release(&mut self, store: &Store, conditional_delete: bool) {
+        let Some((etag, generation)) = self.held.take() else {
+            return;
+        };
+        let result = if conditional_delete {
+            store.delete(LEASE_KEY, Some(&etag)).await
+        } else {
+            store
+                .put(
+                    LEASE_KEY,
+                    self.doc(generation, now_millis() - 1),
+                    PutCondition::IfMatch(etag),
+                    None,
+                )
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = result {
+            log::debug!("lease release on {}: {e}", store.describe());
+        }
+        self.set_waiting(None);
+    }
+}
