@@ -1,0 +1,214 @@
+"""One writer per destination. Writers with overlapping lives (deploys), SIGKILLed or
+SIGSTOPped past their lease TTL, on moto and Ceph RGW: the TXID chain never forks and every
+restore point is one writer's state at one of its commits."""
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import http.client
+import http.server
+
+import pytest
+
+from helpers import Store, litestream_restore, require
+from test_replication import open_replicated
+from test_restore import restore
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRIALS = int(os.environ.get("LITESTREAM_LEASE_TRIALS", "25"))
+TTL = "1s"
+
+
+def start_writer(ext_path, store, tmp_path, url, name, seconds):
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "lease_writer.py"), ext_path, str(tmp_path / f"{name}.db"),
+                          url, str(tmp_path / f"{name}.states"), str(seconds), TTL, name],
+                         cwd=HERE, env=store.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"ready", p.stderr.read().decode()
+    return p
+
+
+def l0_txids(store, url):
+    if store.kind == "file":
+        d = store.tmp_path / "replica-app.db" / "ltx" / "0"
+        names = [n for n in os.listdir(d) if n.endswith(".ltx")]
+    else:
+        import boto3
+        u = urllib.parse.urlparse(url)
+        s3 = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
+                          aws_secret_access_key=store.secret_key, region_name="us-east-1")
+        prefix = f"{u.path.strip('/')}/0000/"
+        names = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=u.netloc, Prefix=prefix):
+            names += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+    pairs = sorted(tuple(int(x, 16) for x in n[:-4].split("-")) for n in names)
+    return pairs
+
+
+def db_hash(path):
+    c = sqlite3.connect(path)
+    try:
+        return hashlib.sha256("\n".join(c.iterdump()).encode()).hexdigest()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("kind", ["moto", "ceph"])
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_overlapping_writers_never_fork(connect, ext_path, tmp_path, monkeypatch, kind, trial):
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    url = store.url("app.db")
+    rng = random.Random(f"{kind}-{trial}")
+    scenario = rng.choice(["overlap", "kill", "stop", "three"])
+    a = start_writer(ext_path, store, tmp_path, url, "a", 2.5)
+    time.sleep(rng.uniform(0.3, 0.8))
+    b = start_writer(ext_path, store, tmp_path, url, "b", 2.5)
+    procs = [a, b]
+    if scenario == "kill":
+        time.sleep(rng.uniform(0.1, 1.0))
+        a.kill()
+    elif scenario == "stop":
+        a.send_signal(signal.SIGSTOP)
+        time.sleep(1.6)  # past the 1 s TTL: b takes over
+        a.send_signal(signal.SIGCONT)
+    elif scenario == "three":
+        time.sleep(0.5)
+        procs.append(start_writer(ext_path, store, tmp_path, url, "c", 1.5))
+        time.sleep(rng.uniform(0.1, 0.6))
+        rng.choice([a, b]).kill()
+    for p in procs:
+        p.wait(timeout=60)
+    states = set()
+    for name in ("a", "b", "c"):
+        path = tmp_path / f"{name}.states"
+        if path.exists():
+            states |= set(path.read_text().split())
+    chain = l0_txids(store, url)
+    assert chain, "nothing replicated"
+    assert all(lo == hi for lo, hi in chain), chain
+    assert [lo for lo, _ in chain] == list(range(1, len(chain) + 1)), f"gap or fork: {chain}"
+    boot = connect()
+    latest = tmp_path / "latest.db"
+    restore(boot, url, latest)
+    assert db_hash(latest) in states, f"{scenario}: the latest restore is no writer's committed state"
+    theirs = litestream_restore(store, url, tmp_path / "theirs.db")
+    assert theirs.read_bytes() == latest.read_bytes()
+    for txid in rng.sample(range(1, len(chain) + 1), min(4, len(chain))):
+        out = tmp_path / f"t{txid}.db"
+        restore(boot, url, out, txid)
+        assert db_hash(out) in states, f"{scenario}: TXID {txid} is no writer's committed state"
+
+
+def test_second_writer_waits_and_says_so(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    a = open_replicated(connect, tmp_path / "a.db", url, **{"lease-ttl": "2s"})
+    a.execute("create table t(x)")
+    a.execute("select litestream_sync(5000)").fetchone()
+    # Another writer in another "node" (a second database file) on the same destination.
+    b = open_replicated(connect, tmp_path / "b.db", url, **{"lease-ttl": "2s"})
+    b.execute("create table u(y)")
+    with pytest.raises(sqlite3.OperationalError, match="timed out"):
+        b.execute("select litestream_sync(1500)").fetchone()
+    status = json.loads(b.execute("select litestream_status()").fetchone()[0])
+    mine = {d["path"]: d for d in status["databases"]}
+    assert mine[str(tmp_path / "b.db")]["lease"]["state"] == "waiting"
+    assert mine[str(tmp_path / "a.db")]["lease"]["state"] == "held"
+    a.close()  # releases: b takes over, resyncs with a full L0 of its own state
+    b.execute("select litestream_sync(10000)").fetchone()
+    b.close()
+    out = tmp_path / "r.db"
+    restore(connect(), url, out)
+    assert db_hash(out) == db_hash(tmp_path / "b.db")
+
+
+class StripConditionsProxy(http.server.BaseHTTPRequestHandler):
+    """An S3 front that silently drops conditional headers, like stores that ignore them."""
+    upstream = None
+
+    def _forward(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "if-match", "host")}
+        conn = http.client.HTTPConnection(*self.upstream)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def ignoring_store(tmp_path):
+    """moto (no SigV4 check) behind a proxy that drops If-None-Match/If-Match."""
+    def free_port():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+    moto_port = free_port()
+    moto = subprocess.Popen([os.path.join(os.path.dirname(require("LITESTREAM_TEST_PYTHON")), "moto_server"),
+                             "-H", "127.0.0.1", "-p", str(moto_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", moto_port, timeout=1)
+                c.request("PUT", "/bkt")
+                assert c.getresponse().status == 200
+                break
+            except (ConnectionRefusedError, OSError):
+                assert time.time() < deadline, "moto did not start"
+                time.sleep(0.1)
+        handler = type("H", (StripConditionsProxy,), {"upstream": ("127.0.0.1", moto_port)})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+        proxy.shutdown()
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+def test_store_ignoring_conditional_writes_is_refused(connect, tmp_path, monkeypatch, ignoring_store):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    url = f"s3://bkt/app.db?endpoint={ignoring_store}&region=us-east-1"
+    con = open_replicated(connect, tmp_path / "app.db", url)
+    con.execute("create table t(x)")
+    with pytest.raises(sqlite3.OperationalError, match="does not honour conditional writes"):
+        con.execute("select litestream_sync(3000)").fetchone()
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    mine = status["databases"][0] if len(status["databases"]) == 1 else [d for d in status["databases"] if d["path"] == str(tmp_path / "app.db")][0]
+    assert mine["lease"]["state"] == "refused" and mine["uploads"] == 0, mine
+    assert con.execute("select count(*) from t").fetchone()[0] == 0  # the local database works
+    con.close()
+    # Explicitly without a lease, it replicates.
+    con = open_replicated(connect, tmp_path / "other.db", url.replace("app.db", "other.db"), lease="off")
+    con.execute("create table t(x)")
+    con.execute("select litestream_sync(10000)").fetchone()
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    mine = [d for d in status["databases"] if d["path"] == str(tmp_path / "other.db")][0]
+    assert mine["lease"]["state"] == "off" and mine["uploads"] >= 1, mine
+    con.close()
