@@ -159,6 +159,31 @@ fn url_from_env(db_path: &Path) -> Result<String, String> {
     })
 }
 
+/// Rejects URI parameters that neither SQLite nor we (`ours`) know, and resolves the replica
+/// URL (URI parameter > environment), checking that it parses.
+fn check_params_and_url(
+    db_path: &Path,
+    params: &[(String, String)],
+    ours: &[&str],
+) -> Result<String, String> {
+    for (key, _) in params {
+        if !SQLITE_PARAMS.contains(&key.as_str()) && !ours.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown URI parameter {key:?} for {} (known: {})",
+                db_path.display(),
+                ours.join(", ")
+            ));
+        }
+    }
+    let url = match params.iter().find(|(k, _)| k == PARAM_REPLICA) {
+        Some((_, u)) => u.clone(),
+        None => url_from_env(db_path)?,
+    };
+    // Fail early on a bad URL, naming it.
+    crate::storage::ReplicaUrl::parse(&url).map_err(|e| e.to_string())?;
+    Ok(url)
+}
+
 impl DbConfig {
     /// `params` are the URI's (key, value) pairs as SQLite parsed them.
     pub fn resolve(db_path: &Path, params: &[(String, String)]) -> Result<Self, String> {
@@ -168,22 +193,7 @@ impl DbConfig {
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        for (key, _) in params {
-            let known = SQLITE_PARAMS.contains(&key.as_str()) || OUR_PARAMS.contains(&key.as_str());
-            if !known {
-                return Err(format!(
-                    "unknown URI parameter {key:?} for {} (known: {})",
-                    db_path.display(),
-                    OUR_PARAMS.join(", ")
-                ));
-            }
-        }
-        let replica_url = match get(PARAM_REPLICA) {
-            Some(u) => u,
-            None => url_from_env(db_path)?,
-        };
-        // Fail early on a bad URL, naming it.
-        crate::storage::ReplicaUrl::parse(&replica_url).map_err(|e| e.to_string())?;
+        let replica_url = check_params_and_url(db_path, params, OUR_PARAMS)?;
         let duration = |param: &str, var: &str, default: Duration| -> Result<Duration, String> {
             match get(param).or_else(|| env(var)) {
                 Some(v) => parse_duration(&v).ok_or_else(|| {
@@ -338,20 +348,7 @@ impl ReplicaConfig {
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        for (key, _) in params {
-            if !SQLITE_PARAMS.contains(&key.as_str()) && !REPLICA_PARAMS.contains(&key.as_str()) {
-                return Err(format!(
-                    "unknown URI parameter {key:?} for replica {} (known: {})",
-                    db_path.display(),
-                    REPLICA_PARAMS.join(", ")
-                ));
-            }
-        }
-        let replica_url = match get(PARAM_REPLICA) {
-            Some(u) => u,
-            None => url_from_env(db_path)?,
-        };
-        crate::storage::ReplicaUrl::parse(&replica_url).map_err(|e| e.to_string())?;
+        let replica_url = check_params_and_url(db_path, params, REPLICA_PARAMS)?;
         let poll_interval = match get(PARAM_POLL_INTERVAL).or_else(|| env(ENV_POLL_INTERVAL)) {
             Some(v) => parse_duration(&v)
                 .filter(|d| !d.is_zero())
