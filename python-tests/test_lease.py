@@ -131,14 +131,18 @@ def test_second_writer_waits_and_says_so(connect, tmp_path):
     assert db_hash(out) == db_hash(tmp_path / "b.db")
 
 
-class StripConditionsProxy(http.server.BaseHTTPRequestHandler):
-    """An S3 front that silently drops conditional headers, like stores that ignore them."""
+class Proxy(http.server.BaseHTTPRequestHandler):
+    """An S3 front that forwards requests to `upstream`, counting them, and dropping the
+    headers in `drop` (conditional ones: like stores that ignore them)."""
     upstream = None
+    drop = ()
+    count = 0
 
     def _forward(self):
+        type(self).count += 1
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "if-match", "host")}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in (*self.drop, "host")}
         conn = http.client.HTTPConnection(*self.upstream)
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -158,9 +162,8 @@ class StripConditionsProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def ignoring_store(tmp_path):
-    """moto (no SigV4 check) behind a proxy that drops If-None-Match/If-Match."""
+def proxied_moto(drop):
+    """moto (no SigV4 check: the proxy changes Host) behind a proxy; yields (url, handler)."""
     def free_port():
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -181,14 +184,28 @@ def ignoring_store(tmp_path):
             except (ConnectionRefusedError, OSError):
                 assert time.time() < deadline, "moto did not start"
                 time.sleep(0.1)
-        handler = type("H", (StripConditionsProxy,), {"upstream": ("127.0.0.1", moto_port)})
+        handler = type("H", (Proxy,), {"upstream": ("127.0.0.1", moto_port), "drop": drop})
         proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+        yield f"http://127.0.0.1:{proxy.server_address[1]}", handler
         proxy.shutdown()
     finally:
         moto.terminate()
         moto.wait()
+
+
+@pytest.fixture
+def ignoring_store():
+    """A store that silently ignores If-None-Match/If-Match."""
+    for url, _ in proxied_moto(("if-none-match", "if-match")):
+        yield url
+
+
+@pytest.fixture
+def counting_store():
+    """moto behind a proxy that counts requests."""
+    for url, handler in proxied_moto(()):
+        yield url, handler
 
 
 def test_store_ignoring_conditional_writes_is_refused(connect, tmp_path, monkeypatch, ignoring_store):
@@ -211,4 +228,28 @@ def test_store_ignoring_conditional_writes_is_refused(connect, tmp_path, monkeyp
     status = json.loads(con.execute("select litestream_status()").fetchone()[0])
     mine = [d for d in status["databases"] if d["path"] == str(tmp_path / "other.db")][0]
     assert mine["lease"]["state"] == "off" and mine["uploads"] >= 1, mine
+    con.close()
+
+
+def test_idle_database_costs_no_requests(connect, tmp_path, monkeypatch, counting_store):
+    """Once maintenance has settled, an idle database makes no request at all (its lease
+    lapses); the next commit wakes it."""
+    url, handler = counting_store
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    replica = f"s3://bkt/idle.db?endpoint={url}&region=us-east-1"
+    con = open_replicated(connect, tmp_path / "idle.db", replica, **{
+        "lease-ttl": "1s", "levels": "1s,2s", "snapshot-interval": "2s", "l0-retention": "1s", "retention": "2s"})
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(x)")
+    for i in range(5):
+        con.execute("insert into t values(?)", (i,))
+    con.execute("select litestream_sync(10000)").fetchone()
+    time.sleep(8)  # compaction, snapshot and retention run, then settle
+    handler.count = 0
+    time.sleep(6)
+    assert handler.count == 0, f"{handler.count} requests while idle"
+    con.execute("insert into t values('wake up')")
+    con.execute("select litestream_sync(10000)").fetchone()
+    assert handler.count > 0
     con.close()

@@ -39,6 +39,21 @@ fn spread_offset(path: &Path) -> i64 {
     (h % 3_000) as i64
 }
 
+/// What maintenance has already seen, so that an idle database costs no request: a level is
+/// compacted only when the level below got new files since its last run, a snapshot only
+/// after new uploads, retention only while something can have become deletable.
+#[derive(Default)]
+struct Seen {
+    /// Uploads counted at the last L1 run.
+    uploads_at_l1: u64,
+    /// Files produced into each level (index = level), and what the next level last saw.
+    produced: Vec<u64>,
+    consumed: Vec<u64>,
+    uploads_at_snapshot: u64,
+    /// Until when retention has work (files become deletable up to then).
+    retention_until_ms: i64,
+}
+
 async fn run(r: Arc<Replicator>) {
     let cfg = r.config.clone();
     let offset = spread_offset(&r.db_path);
@@ -48,11 +63,18 @@ async fn run(r: Arc<Replicator>) {
         .iter()
         .map(|&i| next_boundary(now, i, offset))
         .collect();
-    // A first snapshot soon after start if the newest one is too old (checked in snapshot()).
     let mut snapshot_due = now + cfg.levels[0].as_millis() as i64;
     let retention_every = RETENTION_CHECK.min(cfg.levels[0]).as_millis() as i64;
     let mut retention_due = now + retention_every;
     let work = super::meta::MetaDir::for_database(&r.db_path).work_dir();
+    let levels = cfg.levels.len();
+    let mut seen = Seen {
+        produced: vec![0; levels + 1],
+        consumed: vec![0; levels + 1],
+        ..Seen::default()
+    };
+    // After a (re)start, one pass catches up with whatever an earlier run left.
+    let mut catch_up = true;
     loop {
         let next = due
             .iter()
@@ -65,32 +87,73 @@ async fn run(r: Arc<Replicator>) {
             return;
         }
         let now = now_millis();
-        if !r.lease_held.load(Ordering::SeqCst) {
-            // Only the lease holder maintains the replica.
-            for (i, interval) in cfg.levels.iter().enumerate() {
-                due[i] = next_boundary(now, *interval, offset);
-            }
-            snapshot_due = snapshot_due.max(now + retention_every);
-            retention_due = now + retention_every;
-            continue;
-        }
+        let uploads = r.stats.lock().uploads;
+        // What is due and has work.
+        let mut todo: Vec<u8> = Vec::new();
         for (i, interval) in cfg.levels.iter().enumerate() {
             if due[i] <= now {
                 due[i] = next_boundary(now, *interval, offset);
-                let level = i as u8 + 1;
-                if let Err(e) = compact(&r.store, level, &work).await {
-                    log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
+                let level = i + 1;
+                let fresh_input = if level == 1 {
+                    uploads > seen.uploads_at_l1
+                } else {
+                    seen.produced[level - 1] > seen.consumed[level]
+                };
+                if fresh_input || catch_up {
+                    todo.push(level as u8);
                 }
             }
         }
+        let snapshot_now = snapshot_due <= now && (uploads > seen.uploads_at_snapshot || catch_up);
         if snapshot_due <= now {
             snapshot_due = next_boundary(now, cfg.snapshot_interval, offset);
-            if let Err(e) = snapshot(&r.store, cfg.snapshot_interval, &work).await {
-                log::warn!("{}: snapshot: {e}", r.db_path.display());
-            }
         }
+        let retention_now = retention_due <= now && (now <= seen.retention_until_ms || catch_up);
         if retention_due <= now {
             retention_due = now + retention_every;
+        }
+        if todo.is_empty() && !snapshot_now && !retention_now {
+            continue;
+        }
+        // Only the lease holder maintains the replica (taking the lease if it is free).
+        if cfg.lease && !matches!(super::shipper::hold_lease(&r).await, Ok(true)) {
+            continue;
+        }
+        catch_up = false;
+        for level in todo {
+            let l = level as usize;
+            if l == 1 {
+                seen.uploads_at_l1 = uploads;
+            } else {
+                seen.consumed[l] = seen.produced[l - 1];
+            }
+            match compact(&r.store, level, &work).await {
+                Ok(Some(_)) => {
+                    seen.produced[l] += 1;
+                    // L0 files compacted now become deletable after l0-retention.
+                    let horizon = now + cfg.l0_retention.as_millis() as i64 + 2 * retention_every;
+                    seen.retention_until_ms = seen.retention_until_ms.max(horizon);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
+                    catch_up = true; // try again at the next boundary
+                }
+            }
+        }
+        if snapshot_now {
+            seen.uploads_at_snapshot = uploads;
+            match snapshot(&r.store, cfg.snapshot_interval, &work).await {
+                Ok(Some(_)) => {
+                    // Older snapshots (and what only they needed) may now go.
+                    seen.retention_until_ms =
+                        seen.retention_until_ms.max(now + 2 * retention_every);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("{}: snapshot: {e}", r.db_path.display()),
+            }
+        }
+        if retention_now {
             if let Err(e) = enforce_retention(&r.store, &cfg).await {
                 log::warn!("{}: retention: {e}", r.db_path.display());
             }

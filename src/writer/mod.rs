@@ -45,6 +45,8 @@ struct ShipperStats {
     uploads: u64,
     uploaded_bytes: u64,
     lease: lease::LeaseStatus,
+    /// When the last L0 upload succeeded (ms), for maintenance to know when it is idle.
+    last_upload_ms: i64,
 }
 
 pub struct Replicator {

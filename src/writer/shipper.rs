@@ -31,7 +31,7 @@ async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
 
 /// Holds the lease (first checking, once, that the store honours conditional writes: one
 /// that ignores them would let two writers both win). Returns whether we may ship.
-async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
+pub(super) async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
     let known = r.conditional.lock().clone();
     let support = match known {
         Some(s) => s,
@@ -107,6 +107,14 @@ async fn run(r: Arc<Replicator>) {
         if r.closing.load(Ordering::SeqCst) {
             return;
         }
+        // Nothing to ship: wait for a commit or a flush without a single request to the
+        // store (an idle database costs nothing, and lets its lease lapse).
+        r.idle.store(true, Ordering::SeqCst);
+        let has_work = r.capture.lock().has_work() || r.flush.load(Ordering::SeqCst);
+        if !has_work {
+            r.wake.notified().await;
+            continue;
+        }
         if r.config.lease {
             match hold_lease(&r).await {
                 Ok(true) => {}
@@ -144,7 +152,7 @@ async fn run(r: Arc<Replicator>) {
                 }
             }
         }
-        // From here a commit wakes us: one landing after this look finds us waiting.
+        // A commit landing from here on finds `idle` set and wakes us.
         r.idle.store(true, Ordering::SeqCst);
         let next = {
             let r2 = r.clone();
@@ -163,8 +171,10 @@ async fn run(r: Arc<Replicator>) {
                 item
             }
             Ok(Ok(None)) => {
+                // Nothing to seal yet (or not now: a rollback journal is live): the commit
+                // point wakes us.
                 r.flush.store(false, Ordering::SeqCst);
-                r.wake.notified().await;
+                let _ = tokio::time::timeout(Duration::from_millis(200), r.wake.notified()).await;
                 continue;
             }
             Ok(Err(e)) => {
@@ -213,6 +223,7 @@ async fn run(r: Arc<Replicator>) {
                 let mut stats = r.stats.lock();
                 stats.uploads += 1;
                 stats.uploaded_bytes += size;
+                stats.last_upload_ms = crate::timefmt::now_millis();
                 stats.last_error = None;
             }
             Err(e) if e.is_precondition_failed() => {
