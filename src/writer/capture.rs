@@ -139,8 +139,18 @@ impl Capture {
             commits_captured: 0,
             commits_shipped: 0,
         };
+        // Spooled files are verified whole (they were written without fsync): from the first
+        // bad one on, the spool is dropped and a full snapshot replaces what it held.
+        let mut spool_ok = true;
         for (txid, _) in c.meta.spooled() {
-            c.queue_spooled(txid)?;
+            if spool_ok && c.queue_spooled(txid).is_err() {
+                log::warn!("{}: spooled TXID {txid:#x} is damaged (power loss?); resyncing with a full snapshot", db_path.display());
+                spool_ok = false;
+                c.needs_full = true;
+            }
+            if !spool_ok {
+                c.meta.unspool(txid);
+            }
         }
         c.recover_wal(saved.as_ref())?;
         if c.wal.is_none() {
@@ -161,9 +171,10 @@ impl Capture {
 
     fn queue_spooled(&mut self, txid: u64) -> io::Result<()> {
         let path = self.meta.spool_path(txid);
-        let header = *ltx::Decoder::new(File::open(&path)?)
-            .map_err(other)?
-            .header();
+        let decoder =
+            ltx::Decoder::new(std::io::BufReader::new(File::open(&path)?)).map_err(other)?;
+        let header = *decoder.header();
+        decoder.finish().map_err(other)?;
         self.last_txid = self.last_txid.max(txid);
         self.queue.push_back(Queued {
             header,
@@ -585,7 +596,10 @@ impl Capture {
         // committed WAL frame, else the database file).
         let lock = ltx::lock_pgno(self.page_size);
         let from = if full { 1 } else { self.last_commit + 1 };
-        if !full && from <= commit && self.wal.is_some() {
+        // Usually growth pages came as frames of the same transactions: only when one is
+        // missing is the WAL scanned (a scan per seal would cost the commit path dearly).
+        let missing = (from..=commit).any(|p| p != lock && !sources.contains_key(&p));
+        if !full && missing && self.wal.is_some() {
             let scan = wal::scan(self.wal_file()?, None)?;
             for (p, at) in scan.pages.range(from..=commit) {
                 sources.entry(*p).or_insert(PageSource::Wal(*at));

@@ -102,11 +102,14 @@ impl MetaDir {
         self.spool_dir().join(crate::ltx::file_name(txid, txid))
     }
 
-    /// Writes an LTX file to the spool durably (it may be the only copy of those pages).
+    /// Writes an LTX file to the spool (temp file + rename). No fsync: the spool adds none
+    /// that SQLite would not do. After a power loss a spooled file may be torn or missing;
+    /// the database itself is intact (SQLite synced its checkpoint), only history is lost,
+    /// and the next open verifies the spool and resyncs with a full snapshot.
     pub fn spool(&self, txid: u64, bytes: &[u8]) -> io::Result<PathBuf> {
         fs::create_dir_all(self.spool_dir())?;
         let path = self.spool_path(txid);
-        write_atomic(&path, bytes, true)?;
+        write_atomic(&path, bytes, false)?;
         Ok(path)
     }
 

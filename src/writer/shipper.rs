@@ -115,6 +115,9 @@ async fn run(r: Arc<Replicator>) {
             r.wake.notified().await;
             continue;
         }
+        // Busy: commits from now on need not wake us (a wakeup per commit would cost the
+        // commit path); we look for them before sleeping again.
+        r.idle.store(false, Ordering::SeqCst);
         if r.config.lease {
             match hold_lease(&r).await {
                 Ok(true) => {}
