@@ -197,8 +197,9 @@ pub fn plan(
     Ok(plan)
 }
 
-/// Bytes per ranged GET when downloading: bounds memory whatever the file size.
-const CHUNK: u64 = 8 << 20;
+/// Bytes per ranged GET when downloading: bounds memory whatever the file size
+/// (at most PARALLEL_DOWNLOADS chunks are in memory at once).
+const CHUNK: u64 = 4 << 20;
 /// Files downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 

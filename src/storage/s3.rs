@@ -16,6 +16,9 @@ use super::url::S3Config;
 use super::{ConditionalSupport, ObjectMeta, PutCondition, Result, StorageError};
 use crate::timefmt;
 
+/// Longest time one request may take, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// rusty-s3 is used unsigned (URL building only); this is the validity it wants anyway.
 const URL_TTL: Duration = Duration::from_secs(60);
 
@@ -204,7 +207,11 @@ impl S3Store {
             sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
             SigningSettings, UriPathNormalizationMode,
         };
-        let mut req = client(self.skip_verify)?.request(method.clone(), url.as_str());
+        // A whole-request deadline: a write stuck in a full send queue (a store that stopped
+        // reading, e.g. out of space) fails and is retried instead of hanging forever.
+        let mut req = client(self.skip_verify)?
+            .request(method.clone(), url.as_str())
+            .timeout(REQUEST_TIMEOUT);
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
