@@ -216,54 +216,44 @@ async fn conditional_writes(
 
     // Racing creators: exactly one wins.
     let race_key = "race/one.json";
-    let futs = (0..12u8).map(|i| {
-        let store = store.clone();
-        async move {
-            store
-                .put(
-                    race_key,
-                    Bytes::from(vec![i; 8]),
-                    PutCondition::IfNoneMatch,
-                    None,
-                )
-                .await
-        }
-    });
-    let results = join_all(futs).await;
-    let winners = results.iter().filter(|r| r.is_ok()).count();
-    for r in &results {
-        if let Err(e) = r {
-            assert!(e.is_precondition_failed(), "loser saw {e}");
-        }
-    }
-    assert_eq!(winners, 1, "racing If-None-Match creators: {results:?}");
+    let creators = race(store, race_key, 12, |_| PutCondition::IfNoneMatch).await;
+    assert_eq!(creators, 1, "racing If-None-Match creators");
 
-    // Racing replacers on one version: never more than one wins.
+    // Racing replacers on one version: never more than one wins (where replacement is atomic).
     let etag = store.head(race_key).await.unwrap().etag;
-    let futs = (0..8u8).map(|i| {
+    let winners = race(store, race_key, 8, move |_| {
+        PutCondition::IfMatch(etag.clone())
+    })
+    .await;
+    if replace_is_atomic {
+        assert!(winners <= 1, "racing If-Match replacers: {winners} won");
+    }
+}
+
+/// `n` writers PUT `key` at once, each with its condition; every loser must see a
+/// precondition failure. Returns how many won.
+async fn race(
+    store: &Arc<Store>,
+    key: &'static str,
+    n: u8,
+    condition: impl Fn(u8) -> PutCondition,
+) -> usize {
+    let futs = (0..n).map(|i| {
         let store = store.clone();
-        let etag = etag.clone();
+        let condition = condition(i);
         async move {
             store
-                .put(
-                    race_key,
-                    Bytes::from(vec![i; 8]),
-                    PutCondition::IfMatch(etag),
-                    None,
-                )
+                .put(key, Bytes::from(vec![i; 8]), condition, None)
                 .await
         }
     });
     let results = join_all(futs).await;
-    let winners = results.iter().filter(|r| r.is_ok()).count();
     for r in &results {
         if let Err(e) = r {
             assert!(e.is_precondition_failed(), "loser saw {e}");
         }
     }
-    if replace_is_atomic {
-        assert!(winners <= 1, "racing If-Match replacers: {results:?}");
-    }
+    results.iter().filter(|r| r.is_ok()).count()
 }
 
 fn run_suite(store: Store, expect: ConditionalSupport, replace_is_atomic: bool) {
