@@ -46,6 +46,9 @@ struct FileHandle {
     base: ffi::sqlite3_file,
     inner: *mut ffi::sqlite3_file,
     role: Role,
+    /// This main-database handle holds RESERVED or more: a rollback-journal write
+    /// transaction may have half-written the file.
+    write_locked: bool,
 }
 
 const INNER_OFFSET: usize = std::mem::size_of::<FileHandle>().next_multiple_of(16);
@@ -77,9 +80,23 @@ unsafe extern "C" fn io_close(f: *mut ffi::sqlite3_file) -> c_int {
     guard(ffi::SQLITE_IOERR_CLOSE, || {
         let rc = inner_call!(f, xClose, ffi::SQLITE_OK);
         // SAFETY: `f` is ours; the role is dropped exactly once, here.
-        let role = unsafe { std::ptr::replace(&mut handle(f).role, Role::Plain) };
+        let (role, write_locked) = unsafe {
+            let h = handle(f);
+            (
+                std::ptr::replace(&mut h.role, Role::Plain),
+                std::mem::take(&mut h.write_locked),
+            )
+        };
         match role {
-            Role::Main(r) => r.release(),
+            Role::Main(r) => {
+                if write_locked {
+                    r.with_capture("close", |c| {
+                        c.write_locks = c.write_locks.saturating_sub(1);
+                        Ok(())
+                    });
+                }
+                r.release()
+            }
             Role::Wal(r) => r.with_capture("WAL close", |c| {
                 c.wal_closed();
                 Ok(())
@@ -218,7 +235,21 @@ unsafe extern "C" fn io_file_size(
 }
 
 unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level)
+    guard(ffi::SQLITE_IOERR_LOCK, || {
+        let rc = inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level);
+        // SAFETY: `f` is ours.
+        let h = unsafe { handle(f) };
+        if let Role::Main(r) = &h.role {
+            if rc == ffi::SQLITE_OK && level >= ffi::SQLITE_LOCK_RESERVED && !h.write_locked {
+                h.write_locked = true;
+                r.with_capture("lock", |c| {
+                    c.write_locks += 1;
+                    Ok(())
+                });
+            }
+        }
+        rc
+    })
 }
 
 unsafe extern "C" fn io_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -227,8 +258,16 @@ unsafe extern "C" fn io_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int
         // Dropping the write lock ends a rollback-journal transaction (the journal is
         // already finalized; with locking_mode=EXCLUSIVE the journal hooks catch it).
         // SAFETY: `f` is ours.
-        if let Role::Main(r) = unsafe { &handle(f).role } {
+        let h = unsafe { handle(f) };
+        if let Role::Main(r) = &h.role {
             if level <= ffi::SQLITE_LOCK_SHARED {
+                if h.write_locked {
+                    h.write_locked = false;
+                    r.with_capture("unlock", |c| {
+                        c.write_locks = c.write_locks.saturating_sub(1);
+                        Ok(())
+                    });
+                }
                 commit_point(r);
             }
         }
@@ -432,6 +471,7 @@ unsafe extern "C" fn writer_open(
                     },
                     inner,
                     role,
+                    write_locked: false,
                 },
             );
             ffi::SQLITE_OK

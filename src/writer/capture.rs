@@ -89,6 +89,8 @@ pub struct Capture {
     wal: Option<WalCursor>,
     /// Open WAL handles: while any is open, database writes are checkpoints, not commits.
     pub wal_handles: usize,
+    /// Main-database handles holding RESERVED or more (a rollback-mode write in progress).
+    pub write_locks: usize,
     dirty: BTreeSet<u32>,
     pending: Option<Pending>,
     pub queue: VecDeque<Queued>,
@@ -127,6 +129,7 @@ impl Capture {
             page_size: saved.as_ref().map_or(0, |s| s.page_size),
             wal: None,
             wal_handles: 0,
+            write_locks: 0,
             dirty: BTreeSet::new(),
             pending: None,
             queue: VecDeque::new(),
@@ -572,7 +575,7 @@ impl Capture {
         }
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
-        if full && self.wal.is_none() && self.journal_active() {
+        if full && self.wal.is_none() && (self.write_locks > 0 || self.journal_active()) {
             // A rollback-journal transaction is in progress (or a crash left a hot journal
             // that the next reader will roll back): the file is not consistent yet.
             return Ok(false);
