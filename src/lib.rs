@@ -7,6 +7,7 @@
 pub mod config;
 pub mod logging;
 pub mod ltx;
+pub mod pitr;
 pub mod replica;
 pub mod restore;
 pub mod runtime;

@@ -87,6 +87,52 @@ fn restore(args: &[Value]) -> Result<Output, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A restore-style target argument: NULL/'latest', a TXID (integer or 16 hex digits) or a
+/// timestamp.
+fn target_arg(args: &[Value], i: usize, function: &str) -> Result<crate::restore::Target, String> {
+    match args.get(i) {
+        None | Some(Value::Null) => Ok(crate::restore::Target::Latest),
+        Some(Value::Integer(n)) if *n >= 0 => Ok(crate::restore::Target::Txid(*n as u64)),
+        Some(Value::Text(t)) => crate::restore::Target::parse(t),
+        Some(other) => Err(format!(
+            "target must be a TXID or a timestamp, not {other:?}"
+        )),
+    }
+    .map_err(|e| format!("{function}: {e}"))
+}
+
+/// `litestream_rollback(target)`: returns this connection's database (opened with
+/// `vfs=litestream`, WAL mode) to its state at `target`, as a new transaction. JSON summary.
+fn rollback(db: &Connection, args: &[Value]) -> Result<Output, String> {
+    let target = match args.first() {
+        None | Some(Value::Null) => {
+            return Err("litestream_rollback: a target TXID or timestamp is required".into())
+        }
+        _ => target_arg(args, 0, "litestream_rollback")?,
+    };
+    crate::sqlite::rollback::rollback(db, target)
+        .map(Output::Text)
+        .map_err(|e| format!("litestream_rollback: {e}"))
+}
+
+/// `litestream_fork(source_url, dest_url [, target])`: a new replica at `dest_url` starting
+/// with a snapshot of the source at `target` (default: latest). JSON summary.
+fn fork(args: &[Value]) -> Result<Output, String> {
+    let url = |i: usize, what: &str| match args.get(i) {
+        Some(Value::Text(s)) => Ok(s.clone()),
+        _ => Err(format!(
+            "litestream_fork: {what} (a replica URL) is required"
+        )),
+    };
+    let (src, dst) = (url(0, "source_url")?, url(1, "dest_url")?);
+    let target = target_arg(args, 2, "litestream_fork")?;
+    let summary = crate::pitr::fork::fork_blocking(&src, &dst, target)
+        .map_err(|e| format!("litestream_fork: {e}"))?;
+    serde_json::to_string(&summary)
+        .map(Output::Text)
+        .map_err(|e| e.to_string())
+}
+
 /// The replica file of the connection's main database, if it was opened with
 /// `vfs=litestream-replica`.
 fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, String> {
@@ -152,6 +198,9 @@ pub fn register_all(db: &Connection) -> Result<(), String> {
     for n in 2..=4 {
         register(db, c"litestream_restore", n, false, restore)?;
     }
+    register_db(db, c"litestream_rollback", 1, rollback)?;
+    register(db, c"litestream_fork", 2, false, fork)?;
+    register(db, c"litestream_fork", 3, false, fork)?;
     register(db, c"litestream_status", 0, false, status)?;
     register(db, c"litestream_status", 1, false, status)?;
     register(db, c"litestream_sync", 0, false, sync)?;

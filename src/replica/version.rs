@@ -77,6 +77,15 @@ impl Version {
     pub async fn build(store: &Store, target: Target) -> Result<Self, RestoreError> {
         let files = restore::list_all(store, matches!(target, Target::Timestamp(_))).await?;
         let plan = restore::plan(&files, target, &store.describe())?;
+        Self::from_plan(store, target, &plan).await
+    }
+
+    /// The version `plan` (a restore plan for `target`) produces.
+    pub async fn from_plan(
+        store: &Store,
+        target: Target,
+        plan: &[LtxFileInfo],
+    ) -> Result<Self, RestoreError> {
         let mut v = Self {
             txid: 0,
             timestamp_ms: 0,
@@ -86,7 +95,7 @@ impl Version {
             files: Vec::new(),
             target,
         };
-        v.apply(store, &plan).await?;
+        v.apply(store, plan).await?;
         Ok(v)
     }
 

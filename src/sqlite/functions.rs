@@ -154,6 +154,74 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Runs `sql` (statements without results) on this connection.
+    pub fn exec(&self, sql: &str) -> Result<(), String> {
+        let c = cstring(sql);
+        let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
+        // SAFETY: a live connection; `err` receives a sqlite3_malloc'ed message we free.
+        let rc =
+            unsafe { ffi::sqlite3_exec(self.0, c.as_ptr(), None, std::ptr::null_mut(), &mut err) };
+        if rc == ffi::SQLITE_OK {
+            return Ok(());
+        }
+        // SAFETY: SQLite set `err` to null or a NUL-terminated message it allocated.
+        let msg = unsafe {
+            if err.is_null() {
+                CStr::from_ptr(ffi::sqlite3_errmsg(self.0))
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                let m = CStr::from_ptr(err).to_string_lossy().into_owned();
+                ffi::sqlite3_free(err as *mut c_void);
+                m
+            }
+        };
+        Err(format!("{sql}: {msg}"))
+    }
+
+    /// The first column of the first row of `sql`, as text.
+    pub fn query_text(&self, sql: &str) -> Result<Option<String>, String> {
+        let c = cstring(sql);
+        let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
+        // SAFETY: a live connection; the statement is finalized before returning, and the
+        // column text is copied while the statement is still on its row.
+        unsafe {
+            let rc =
+                ffi::sqlite3_prepare_v2(self.0, c.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
+            if rc != ffi::SQLITE_OK {
+                let msg = CStr::from_ptr(ffi::sqlite3_errmsg(self.0))
+                    .to_string_lossy()
+                    .into_owned();
+                return Err(format!("{sql}: {msg}"));
+            }
+            let out = match ffi::sqlite3_step(stmt) {
+                ffi::SQLITE_ROW => {
+                    let p = ffi::sqlite3_column_text(stmt, 0);
+                    Ok((!p.is_null()).then(|| {
+                        CStr::from_ptr(p as *const std::ffi::c_char)
+                            .to_string_lossy()
+                            .into_owned()
+                    }))
+                }
+                ffi::SQLITE_DONE => Ok(None),
+                _ => Err(format!(
+                    "{sql}: {}",
+                    CStr::from_ptr(ffi::sqlite3_errmsg(self.0)).to_string_lossy()
+                )),
+            };
+            ffi::sqlite3_finalize(stmt);
+            out
+        }
+    }
+
+    /// Whether no transaction is open (autocommit mode).
+    pub fn autocommit(&self) -> bool {
+        // SAFETY: a live connection.
+        unsafe { ffi::sqlite3_get_autocommit(self.0) != 0 }
+    }
+}
+
 /// Registers `f` as `name` with `n_args` arguments (-1: any) on `db`.
 pub fn register(
     db: &Connection,

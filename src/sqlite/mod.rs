@@ -3,6 +3,7 @@
 
 pub mod functions;
 pub mod replica_vfs;
+pub mod rollback;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int, CString};

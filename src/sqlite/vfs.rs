@@ -376,6 +376,36 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: Some(io_unfetch),
 };
 
+/// The replicator behind `f`, when it is a main database opened by the `litestream` VFS.
+///
+/// # Safety
+/// `f` must be a live `sqlite3_file` SQLite handed out (e.g. by SQLITE_FCNTL_FILE_POINTER).
+pub(super) unsafe fn replicator_of_main(f: *mut ffi::sqlite3_file) -> Option<Arc<Replicator>> {
+    // SAFETY: guaranteed by the caller; only files whose methods are ours are FileHandles.
+    unsafe {
+        if f.is_null() || !std::ptr::eq((*f).pMethods, &IO_METHODS) {
+            return None;
+        }
+        match &handle(f).role {
+            Role::Main(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `f` is a WAL file opened by the `litestream` VFS (writes to it are captured).
+///
+/// # Safety
+/// As [`replicator_of_main`].
+pub(super) unsafe fn is_captured_wal(f: *mut ffi::sqlite3_file) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        !f.is_null()
+            && std::ptr::eq((*f).pMethods, &IO_METHODS)
+            && matches!(handle(f).role, Role::Wal(_))
+    }
+}
+
 /// URI parameters of a main database filename, as (key, value) pairs.
 pub(super) fn uri_params(name: *const c_char) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -643,6 +673,46 @@ unsafe extern "C" fn x_get_last_error(
     unsafe { (*p).xGetLastError.map_or(0, |f| f(p, n, out)) }
 }
 
+// Loading an extension on a connection goes through its VFS's xDl* methods: they must
+// exist (a null one would be called) and simply be the parent's.
+unsafe extern "C" fn x_dl_open(_: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
+    let p = parent();
+    // SAFETY: as in x_delete.
+    unsafe { (*p).xDlOpen.map_or(std::ptr::null_mut(), |f| f(p, name)) }
+}
+
+unsafe extern "C" fn x_dl_error(_: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    let p = parent();
+    // SAFETY: as in x_delete.
+    unsafe {
+        if let Some(f) = (*p).xDlError {
+            f(p, n, out)
+        }
+    }
+}
+
+type DlSymbol = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
+
+unsafe extern "C" fn x_dl_sym(
+    _: *mut ffi::sqlite3_vfs,
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> Option<DlSymbol> {
+    let p = parent();
+    // SAFETY: as in x_delete.
+    unsafe { (*p).xDlSym.and_then(|f| f(p, handle, symbol)) }
+}
+
+unsafe extern "C" fn x_dl_close(_: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
+    let p = parent();
+    // SAFETY: as in x_delete.
+    unsafe {
+        if let Some(f) = (*p).xDlClose {
+            f(p, handle)
+        }
+    }
+}
+
 type OpenFn = unsafe extern "C" fn(
     *mut ffi::sqlite3_vfs,
     *const c_char,
@@ -676,10 +746,10 @@ fn make_vfs(
         xDelete: Some(delete),
         xAccess: Some(access),
         xFullPathname: Some(x_full_pathname),
-        xDlOpen: None,
-        xDlError: None,
-        xDlSym: None,
-        xDlClose: None,
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: Some(x_dl_sym),
+        xDlClose: Some(x_dl_close),
         xRandomness: Some(x_randomness),
         xSleep: Some(x_sleep),
         xCurrentTime: Some(x_current_time),

@@ -148,6 +148,12 @@ impl FileStore {
         blocking(move || put_blocking(&path, &body, &condition, timestamp_ms)).await
     }
 
+    /// Copies `src_key` of `src` to `key` here, never replacing an object. Returns its size.
+    pub async fn copy_from(&self, src: &FileStore, src_key: &str, key: &str) -> Result<u64> {
+        let (from, to) = (src.path(src_key), self.path(key));
+        blocking(move || copy_blocking(&from, &to)).await
+    }
+
     pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {
         let path = self.path(key);
         let if_match = if_match.map(str::to_string);
@@ -203,11 +209,7 @@ fn put_blocking(
     condition: &PutCondition,
     timestamp_ms: Option<i64>,
 ) -> Result<String> {
-    let dir = parent(path)?;
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Unique temp name so concurrent writers never share one; Litestream skips such names.
-    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let tmp = temp_beside(path)?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -226,6 +228,51 @@ fn put_blocking(
         }
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
+        install(&tmp, path, condition)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A temp name beside `path` that no other writer uses; Litestream skips such names.
+fn temp_beside(path: &Path) -> Result<PathBuf> {
+    let dir = parent(path)?;
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    Ok(dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>())))
+}
+
+/// Copies `src` to `path` (created, never replacing: If-None-Match), keeping its mtime.
+fn copy_blocking(src: &Path, path: &Path) -> Result<u64> {
+    let tmp = temp_beside(path)?;
+    let result = (|| {
+        let bytes = fs::copy(src, &tmp).map_err(io_err(src))?;
+        let modified = fs::metadata(src)
+            .and_then(|m| m.modified())
+            .map_err(io_err(src))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.set_times(FileTimes::new().set_modified(modified))
+            .map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        install(&tmp, path, &PutCondition::IfNoneMatch)?;
+        Ok(bytes)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Renames the complete, synced `tmp` to `path` if `condition` holds (checked under the
+/// directory lock), then syncs the directory. Returns the new ETag.
+fn install(tmp: &Path, path: &Path, condition: &PutCondition) -> Result<String> {
+    let dir = parent(path)?;
+    {
         let _lock = match condition {
             PutCondition::Always => None,
             _ => Some(DirLock::acquire(dir)?),
@@ -246,12 +293,8 @@ fn put_blocking(
                 Err(e) => return Err(io_err(path)(e)),
             },
         }
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        fsync_dir(dir).map_err(io_err(dir))?;
-        Ok(etag_of(&fs::metadata(path).map_err(io_err(path))?))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        fs::rename(tmp, path).map_err(io_err(path))?;
     }
-    result
+    fsync_dir(dir).map_err(io_err(dir))?;
+    Ok(etag_of(&fs::metadata(path).map_err(io_err(path))?))
 }

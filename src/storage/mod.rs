@@ -172,6 +172,21 @@ impl Store {
         }
     }
 
+    /// Copies `src_key` of `src` to `key` here without the bytes passing through this
+    /// process (S3 CopyObject on one service, a file copy between local directories), never
+    /// replacing an object on local files. `Ok(false)` when the two stores cannot do that.
+    pub async fn copy_from(&self, src: &Store, src_key: &str, key: &str) -> Result<bool> {
+        match (self, src) {
+            (Self::File(to), Self::File(from)) => {
+                to.copy_from(from, src_key, key).await.map(|_| true)
+            }
+            (Self::S3(to), Self::S3(from)) if to.same_service(from) => {
+                to.copy_from(from, src_key, key).await.map(|_| true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Deletes an object; with `if_match`, only if it is still that version. A missing
     /// object is not an error when unconditional.
     pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {

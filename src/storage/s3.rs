@@ -69,6 +69,20 @@ fn build_client(skip_verify: bool) -> std::result::Result<reqwest::Client, Strin
 }
 
 /// `<Code>` and `<Message>` of an S3 error body.
+/// Percent-encodes an object key for `x-amz-copy-source` (slashes kept).
+fn percent_encode_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 fn error_detail(body: &str) -> (String, String) {
     let tag = |name: &str| {
         let open = format!("<{name}>");
@@ -428,6 +442,50 @@ impl S3Store {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// Whether `other` is the same service reached with the same credentials, so objects
+    /// can be copied between them server-side.
+    pub fn same_service(&self, other: &S3Store) -> bool {
+        let key = |s: &S3Store| {
+            s.credentials
+                .as_ref()
+                .map(|c| c.access_key_id().to_string())
+        };
+        self.endpoint == other.endpoint && self.region == other.region && key(self) == key(other)
+    }
+
+    /// CopyObject: `src_key` of `src` (same service) to `key` here, inside the store (no
+    /// bytes through this machine). Metadata (the LTX timestamp) is copied with it.
+    pub async fn copy_from(&self, src: &S3Store, src_key: &str, key: &str) -> Result<()> {
+        let what = self.what(key);
+        let full = self.full_key(key);
+        let source = format!(
+            "/{}/{}",
+            src.bucket.name(),
+            percent_encode_path(&src.full_key(src_key))
+        );
+        let resp = self
+            .send(&what, || {
+                let action = self.bucket.put_object(None, &full);
+                let headers = [
+                    ("x-amz-copy-source", source.as_str()),
+                    ("content-length", "0"),
+                ];
+                self.request(Method::PUT, action.sign(URL_TTL), &headers)
+            })
+            .await?;
+        // A copy can fail after the 200 status line: the error is then in the body.
+        let body = resp.text().await.unwrap_or_default();
+        if body.contains("<Error>") {
+            let (code, message) = error_detail(&body);
+            return Err(StorageError::Http {
+                what,
+                status: 200,
+                detail: format!("copy from {}: {code}: {message}", src.what(src_key)),
+            });
+        }
+        Ok(())
     }
 
     pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {

@@ -178,7 +178,7 @@ async fn sleep_or_close(r: &Replicator, wait: Duration) -> bool {
 
 /// Downloads `files` to `work` and merges them into one LTX file (in memory: the output of a
 /// compaction is uploaded with one PUT).
-async fn fetch_and_merge(
+pub(crate) async fn fetch_and_merge(
     store: &Arc<Store>,
     files: &[LtxFileInfo],
     work: &Path,

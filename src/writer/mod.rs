@@ -237,6 +237,36 @@ impl Replicator {
         }
     }
 
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Before writing a transaction that did not come from SQLite's pager (a rollback):
+    /// the replica has every commit, and we hold the lease, so the new TXID can ship.
+    /// Returns the TXID the database and the replica are both at.
+    pub fn ready_to_write(&self, timeout: Duration) -> Result<u64, String> {
+        let txid = self.sync(timeout)?;
+        if self.config.lease {
+            let held = crate::runtime::block_on(shipper::hold_lease(self))
+                .map_err(|e| format!("cannot take the lease: {e}"))?;
+            if !held {
+                let status = self.stats.lock().lease.clone();
+                let err = self.stats.lock().last_error.clone();
+                return Err(format!(
+                    "this process does not hold the lease on {} (lease {}{}){}",
+                    self.store.describe(),
+                    status.state,
+                    status
+                        .owner
+                        .map(|o| format!(", held by {o}"))
+                        .unwrap_or_default(),
+                    err.map(|e| format!(": {e}")).unwrap_or_default()
+                ));
+            }
+        }
+        Ok(txid)
+    }
+
     pub fn status(&self) -> Status {
         let c = self.capture.lock();
         let stats = self.stats.lock();

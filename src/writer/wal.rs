@@ -165,6 +165,98 @@ pub fn scan(
     Ok(scan)
 }
 
+/// SQLite's WAL-index header (the first 48 bytes of `-shm`, native byte order), as far as
+/// appending frames needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalIndexHeader {
+    pub big_endian_checksum: bool,
+    pub page_size: u32,
+    /// Frames committed in the live generation.
+    pub max_frame: u32,
+    /// Database size in pages.
+    pub db_pages: u32,
+    /// Running checksum after frame `max_frame`.
+    pub frame_checksum: (u32, u32),
+    /// The two salts as SQLite copies them: the WAL header's bytes 16..24.
+    pub salt_bytes: [u8; 8],
+}
+
+pub const WAL_INDEX_HEADER_SIZE: usize = 48;
+/// Offset of `isInit` in each of the two header copies.
+pub const WAL_INDEX_IS_INIT: usize = 12;
+
+impl WalIndexHeader {
+    /// Parses the two copies at the start of the wal-index; None unless they agree, are
+    /// initialized and checksum (what SQLite itself requires before trusting them).
+    pub fn parse(shm: &[u8]) -> Option<Self> {
+        let (a, b) = (
+            shm.get(..WAL_INDEX_HEADER_SIZE)?,
+            shm.get(WAL_INDEX_HEADER_SIZE..2 * WAL_INDEX_HEADER_SIZE)?,
+        );
+        let ne = |at: usize| u32::from_ne_bytes(a[at..at + 4].try_into().expect("4 bytes"));
+        if a != b || a[WAL_INDEX_IS_INIT] == 0 {
+            return None;
+        }
+        // The header checksums its first 40 bytes in native byte order.
+        let native_big = cfg!(target_endian = "big");
+        if wal_checksum(native_big, (0, 0), &a[..40]) != (ne(40), ne(44)) {
+            return None;
+        }
+        let raw_size = u32::from(u16::from_ne_bytes([a[14], a[15]]));
+        Some(Self {
+            big_endian_checksum: a[13] != 0,
+            page_size: if raw_size == 1 { 65536 } else { raw_size },
+            max_frame: ne(16),
+            db_pages: ne(20),
+            frame_checksum: (ne(24), ne(28)),
+            salt_bytes: a[32..40].try_into().expect("8 bytes"),
+        })
+    }
+}
+
+/// A WAL header starting a new generation.
+pub fn encode_wal_header(
+    page_size: u32,
+    checkpoint_seq: u32,
+    salt_bytes: [u8; 8],
+) -> [u8; WAL_HEADER_SIZE as usize] {
+    let big = cfg!(target_endian = "big");
+    let mut h = [0u8; WAL_HEADER_SIZE as usize];
+    let magic = if big { MAGIC_BE } else { MAGIC_LE };
+    h[0..4].copy_from_slice(&magic.to_be_bytes());
+    h[4..8].copy_from_slice(&3_007_000u32.to_be_bytes());
+    h[8..12].copy_from_slice(&page_size.to_be_bytes());
+    h[12..16].copy_from_slice(&checkpoint_seq.to_be_bytes());
+    h[16..24].copy_from_slice(&salt_bytes);
+    let (c0, c1) = wal_checksum(big, (0, 0), &h[..24]);
+    h[24..28].copy_from_slice(&c0.to_be_bytes());
+    h[28..32].copy_from_slice(&c1.to_be_bytes());
+    h
+}
+
+/// One frame (header + page) continuing the running checksum `seed`; `commit` is the
+/// database size in pages on a transaction's last frame, else 0. Returns the new checksum.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    big_endian_checksum: bool,
+    seed: (u32, u32),
+    salt_bytes: [u8; 8],
+    pgno: u32,
+    commit: u32,
+    page: &[u8],
+) -> (u32, u32) {
+    let start = out.len();
+    out.extend_from_slice(&pgno.to_be_bytes());
+    out.extend_from_slice(&commit.to_be_bytes());
+    out.extend_from_slice(&salt_bytes);
+    let sum = wal_checksum(big_endian_checksum, seed, &out[start..start + 8]);
+    let sum = wal_checksum(big_endian_checksum, sum, page);
+    out.extend_from_slice(&sum.0.to_be_bytes());
+    out.extend_from_slice(&sum.1.to_be_bytes());
+    out.extend_from_slice(page);
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
