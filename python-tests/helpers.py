@@ -5,6 +5,7 @@ import pathlib
 import random
 import sqlite3
 import subprocess
+import urllib.parse
 import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,6 +55,20 @@ def litestream_restore(store, url, out, txid=None):
     r = subprocess.run(cmd, capture_output=True, text=True, env=store.env(), timeout=120)
     assert r.returncode == 0, f"litestream restore failed: {r.stdout}{r.stderr}"
     return out
+
+
+def level_files(store, url, level):
+    """Names of the LTX files of one level of a replica (file:// or S3 layout)."""
+    u = urllib.parse.urlparse(url)
+    if store.kind == "file":
+        d = pathlib.Path(u.path) / "ltx" / str(level)
+        return sorted(n for n in os.listdir(d) if n.endswith(".ltx")) if d.is_dir() else []
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
+                      aws_secret_access_key=store.secret_key, region_name="us-east-1")
+    prefix = f"{u.path.strip('/')}/{level:04x}/"
+    resp = s3.list_objects_v2(Bucket=u.netloc, Prefix=prefix)
+    return sorted(o["Key"][len(prefix):] for o in resp.get("Contents", []))
 
 
 def dump(path):

@@ -7,23 +7,9 @@ import time
 
 import pytest
 
-from helpers import Store, dump, litestream_restore, random_workload
+from helpers import Store, dump, level_files, litestream_restore, random_workload
 from test_replication import open_replicated, sync
 from test_restore import restore
-
-
-def level_files(store, url, level):
-    if store.kind == "file":
-        d = store.tmp_path / "replica-app.db" / "ltx" / str(level)
-        return sorted(n for n in os.listdir(d) if n.endswith(".ltx")) if d.is_dir() else []
-    import boto3
-    from urllib.parse import urlparse
-    u = urlparse(url)
-    s3 = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
-                      aws_secret_access_key=store.secret_key, region_name="us-east-1")
-    prefix = f"{u.path.strip('/')}/{level:04x}/"
-    resp = s3.list_objects_v2(Bucket=u.netloc, Prefix=prefix)
-    return sorted(o["Key"][len(prefix):] for o in resp.get("Contents", []))
 
 
 @pytest.mark.parametrize("kind", ["file", "moto"])

@@ -22,8 +22,10 @@ use crate::restore::Target;
 use crate::writer::wal::{self, WalIndexHeader, WAL_INDEX_HEADER_SIZE, WAL_INDEX_IS_INIT};
 use crate::writer::Replicator;
 
-/// How long the rollback waits for the replica, before and after.
+/// How long the rollback waits for the replica to catch up before it starts.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it waits for its own transaction to ship (it ships later if not).
+pub const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of one wal-index region, as SQLite maps it.
 const SHM_REGION: c_int = 32768;
 
@@ -305,7 +307,7 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
                 after.max_frame, after.db_pages, pages.commit
             ));
         }
-        match r.sync(SYNC_TIMEOUT) {
+        match r.sync(SHIP_TIMEOUT) {
             Ok(txid) => summary.txid = Some(crate::ltx::format_txid(txid)),
             Err(e) => {
                 summary.txid = Some(r.status().local_txid);

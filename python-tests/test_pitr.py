@@ -1,0 +1,285 @@
+"""Point-in-time as a primitive: litestream_rollback() returns a live database to a past
+state as a new transaction (history kept), litestream_fork() starts an independent replica
+at a past state. Checked with our restore and with the real `litestream restore`."""
+import json
+import random
+import sqlite3
+import time
+import urllib.parse
+
+import pytest
+
+from helpers import Store, dump, level_files, litestream_restore, random_workload
+from test_lease import Proxy, proxied_moto
+from test_replication import STORES, open_replicated, sync
+from test_restore import restore
+
+
+def txid_of(con, db):
+    return int(sync(con)[str(db)], 16)
+
+
+def rollback(con, target):
+    return json.loads(con.execute("select litestream_rollback(?)", (target,)).fetchone()[0])
+
+
+def fork(con, src, dst, target=None):
+    return json.loads(con.execute("select litestream_fork(?, ?, ?)", (src, dst, target)).fetchone()[0])
+
+
+def use_store(monkeypatch, kind, tmp_path):
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    return store
+
+
+def build_history(con, db, rng, steps):
+    """Random commits; returns {txid: dump} after each."""
+    recorded = {}
+    for _ in range(steps):
+        random_workload(con, rng, 1)
+        recorded[txid_of(con, db)] = dump(db)
+    return recorded
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_agent_loop_rollback(connect, tmp_path, monkeypatch, kind):
+    """Record S, break things, roll back to S: the database is S again, and the replica
+    restores to S at the new TXID and to the broken state just before it (ours and
+    Litestream's restore), and replication carries on."""
+    store = use_store(monkeypatch, kind, tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    build_history(con, db, random.Random(kind), 8)
+    good_txid, good = txid_of(con, db), dump(db)
+    # The agent's destructive changes: a dropped table, a mass update, a schema change.
+    con.execute("create table notes(id integer primary key, body text)")
+    con.executemany("insert into notes(body) values(?)", [(f"note {i}" * 30,) for i in range(300)])
+    con.execute("update t set v = zeroblob(100), k = -k")
+    con.execute("drop index t_k")
+    con.execute("alter table t add column extra text default 'x'")
+    con.execute("drop table t")
+    broken_txid, broken = txid_of(con, db), dump(db)
+    assert broken != good
+    # A reader in the middle of a read transaction keeps its snapshot until it ends.
+    reader = open_replicated(connect, db, url, **{"min-interval": "0"})
+    reader.execute("begin")
+    assert reader.execute("select count(*) from notes").fetchone()[0] == 300
+
+    summary = rollback(con, good_txid)
+
+    assert summary["target_txid"] == f"{good_txid:016x}" and summary["from_txid"] == f"{broken_txid:016x}"
+    assert summary["txid"] == f"{broken_txid + 1:016x}" and summary["shipped"], summary
+    assert not summary["whole_database"], summary
+    assert dump(db) == good
+    assert reader.execute("select count(*) from notes").fetchone()[0] == 300, "snapshot kept"
+    reader.execute("commit")
+    assert reader.execute("select count(*) from sqlite_schema where name = 'notes'").fetchone()[0] == 0
+    assert reader.execute("select count(*) from t").fetchone()[0] == good.count("INSERT INTO \"t\"")
+    reader.close()
+    # History is kept: both states restore, with both tools.
+    boot = connect()
+    for txid, expected in ((broken_txid, broken), (broken_txid + 1, good), (None, good)):
+        out = tmp_path / f"ours-{txid}.db"
+        restore(boot, url, out, txid)
+        assert dump(out) == expected, f"our restore at {txid}"
+        theirs = litestream_restore(store, url, tmp_path / f"theirs-{txid}.db", txid)
+        assert dump(theirs) == expected, f"litestream restore at {txid}"
+    # Replication carries on from the rollback.
+    con.execute("insert into t(k, v) values(4242, 'after the rollback')")
+    after_txid, after = txid_of(con, db), dump(db)
+    assert after_txid == broken_txid + 2
+    restore(boot, url, tmp_path / "after.db")
+    assert dump(tmp_path / "after.db") == after
+    con.close()
+
+
+def test_rollback_to_timestamp_and_back_again(connect, tmp_path):
+    """A timestamp target; then rolling back the rollback (history is never rewritten)."""
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(id integer primary key, v text)")
+    con.executemany("insert into t(v) values(?)", [(f"row {i}",) for i in range(500)])
+    first_txid, first = txid_of(con, db), dump(db)
+    time.sleep(0.05)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+    time.sleep(0.05)
+    con.execute("delete from t where id % 3 = 0")
+    con.execute("vacuum")  # the database shrinks: the rollback must grow it back
+    shrunk_txid, shrunk = txid_of(con, db), dump(db)
+    summary = rollback(con, stamp)
+    assert summary["target_txid"] == f"{first_txid:016x}", summary
+    assert dump(db) == first
+    # Roll the rollback back: to the shrunk state.
+    rollback(con, shrunk_txid)
+    assert dump(db) == shrunk
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    # Already at the target: nothing to write.
+    same = rollback(con, txid_of(con, db))
+    assert same["pages"] == 0 and same["txid"] is None, same
+    out = tmp_path / "latest.db"
+    restore(connect(), url, out)
+    assert dump(out) == shrunk
+    con.close()
+
+
+def test_rollback_refuses_what_it_cannot_do_safely(connect, tmp_path):
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    recorded = build_history(con, db, random.Random(7), 6)
+    current, before = txid_of(con, db), dump(db)
+    # Inside a transaction.
+    con.execute("begin")
+    with pytest.raises(sqlite3.OperationalError, match="inside a transaction"):
+        rollback(con, min(recorded))
+    con.execute("rollback")
+    # A target in the future, or not a target at all.
+    with pytest.raises(sqlite3.OperationalError, match="after the current TXID"):
+        rollback(con, current + 5)
+    with pytest.raises(sqlite3.OperationalError, match="not a TXID"):
+        rollback(con, "yesterday-ish")
+    # Beyond retention: the files that made the early TXIDs restorable are gone.
+    l0 = tmp_path / "replica" / "ltx" / "0"
+    early = sorted(recorded)[2]
+    for txid in range(2, early + 1):
+        (l0 / f"{txid:016x}-{txid:016x}.ltx").unlink()
+    with pytest.raises(sqlite3.OperationalError, match="outside retention|no files"):
+        rollback(con, early - 1)
+    assert dump(db) == before
+    # Not a litestream database.
+    plain = connect(str(tmp_path / "plain.db"))
+    plain.execute("create table x(y)")
+    with pytest.raises(sqlite3.OperationalError, match="not opened with vfs=litestream"):
+        rollback(plain, 1)
+    # A rollback-journal database.
+    other = open_replicated(connect, tmp_path / "journal.db", f"file://{tmp_path}/replica-j")
+    other.execute("create table x(y)")
+    sync(other)
+    with pytest.raises(sqlite3.OperationalError, match="needs journal_mode=WAL"):
+        rollback(other, 1)
+    # After all that the database replicates on as before.
+    con.execute("insert into t(k, v) values(1, 'still fine')")
+    assert txid_of(con, db) == current + 1
+    con.close()
+    other.close()
+
+
+@pytest.fixture
+def switchable_store():
+    """moto behind a proxy that can be told to refuse every request, or only writes."""
+    for url, handler in proxied_moto(()):
+        handler.refuse = None
+        original = handler._forward
+
+        def forward(self, original=original):
+            refuse = type(self).refuse
+            if refuse == "all" or (refuse == "writes" and self.command in ("PUT", "POST", "DELETE")):
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                body = b"<Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>"
+                self.send_response(403)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            original(self)
+
+        handler.do_GET = handler.do_PUT = handler.do_POST = handler.do_DELETE = handler.do_HEAD = forward
+        yield url, handler
+
+
+def test_rollback_on_a_store_that_refuses(connect, tmp_path, monkeypatch, switchable_store):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    endpoint, handler = switchable_store
+    url = f"s3://bkt/app.db?endpoint={endpoint}&region=us-east-1"
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0", "lease": "off"})
+    con.execute("pragma journal_mode=wal")
+    recorded = build_history(con, db, random.Random(3), 5)
+    target = sorted(recorded)[1]
+    current, before = txid_of(con, db), dump(db)
+    # A store refusing everything: the rollback cannot read history, changes nothing.
+    handler.refuse = "all"
+    with pytest.raises(sqlite3.OperationalError, match="nothing was changed"):
+        rollback(con, target)
+    assert dump(db) == before
+    # A store refusing writes: the rollback happens locally and says it is not shipped yet.
+    handler.refuse = "writes"
+    summary = rollback(con, target)
+    assert not summary["shipped"] and "AccessDenied" in summary["error"], summary
+    assert summary["txid"] == f"{current + 1:016x}"
+    assert dump(db) == recorded[target]
+    # The store comes back: the rollback ships like any transaction.
+    handler.refuse = None
+    assert txid_of(con, db) == current + 1
+    out = tmp_path / "out.db"
+    restore(connect(), url, out)
+    assert dump(out) == recorded[target]
+    con.close()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_fork_at_several_targets(connect, tmp_path, monkeypatch, kind):
+    store = use_store(monkeypatch, kind, tmp_path)
+    src = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, src, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    recorded = {txid_of(con, db): dump(db)}
+    assert list(recorded) == [1], "TXID 1 is the first snapshot"
+    recorded.update(build_history(con, db, random.Random(kind), 8))
+    txids = sorted(recorded)
+    boot = connect()
+    forks = {}
+    for name, target in (("first", txids[0]), ("middle", txids[4]), ("hex", f"{txids[6]:016x}"), ("latest", None)):
+        dst = store.url(f"fork-{name}.db")
+        summary = fork(boot, src, dst, target)
+        expected_txid = txids[-1] if target is None else int(str(target), 16) if isinstance(target, str) else target
+        assert summary["txid"] == f"{expected_txid:016x}", summary
+        # One snapshot, at the target.
+        assert level_files(store, dst, 9) == [f"{1:016x}-{expected_txid:016x}.ltx"]
+        if name == "first":
+            # TXID 1 is one file: the store copies it, nothing passes through this process.
+            assert summary["server_side_copy"] and summary["bytes_downloaded"] == 0, summary
+        else:
+            assert not summary["server_side_copy"] and summary["bytes_uploaded"] > 0, summary
+        ours = tmp_path / f"fork-{name}.db"
+        restore(boot, dst, ours)
+        assert dump(ours) == recorded[expected_txid], name
+        theirs = litestream_restore(store, dst, tmp_path / f"fork-{name}-theirs.db")
+        assert dump(theirs) == recorded[expected_txid], name
+        forks[name] = (dst, expected_txid)
+    # The replica VFS reads a fork at once.
+    dst, txid = forks["middle"]
+    quoted = urllib.parse.quote(dst, safe="")
+    reader = sqlite3.connect(f"file:{tmp_path}/r.db?vfs=litestream-replica&replica={quoted}", uri=True)
+    assert "\n".join(reader.iterdump()) == recorded[txid]
+    reader.close()
+    # A non-empty destination is refused.
+    with pytest.raises(sqlite3.OperationalError, match="needs an empty destination"):
+        fork(boot, src, dst)
+    # Independence: the fork's writer and the source's writer never see each other.
+    node = tmp_path / "fork-node.db"
+    restore(boot, dst, node)
+    fcon = open_replicated(connect, node, dst, **{"min-interval": "0"})
+    fcon.execute("insert into t(k, v) values(777, 'only in the fork')")
+    assert txid_of(fcon, node) == txid + 1
+    fork_state = dump(node)
+    con.execute("insert into t(k, v) values(888, 'only in the source')")
+    source_state = dump(db)
+    txid_of(con, db)
+    restore(boot, src, tmp_path / "src-latest.db")
+    restore(boot, dst, tmp_path / "fork-middle-now.db")
+    assert dump(tmp_path / "src-latest.db") == source_state
+    assert dump(tmp_path / "fork-middle-now.db") == fork_state
+    fcon.close()
+    con.close()
