@@ -128,6 +128,42 @@ def test_rollback_to_timestamp_and_back_again(connect, tmp_path):
     con.close()
 
 
+@pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
+def test_rollback_in_rollback_journal_modes(connect, tmp_path, journal_mode):
+    """Pages rewritten in place behind a hot journal: other connections wait for the
+    exclusive lock, then see the target state; both restores agree."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute(f"pragma journal_mode={journal_mode}")
+    recorded = build_history(con, db, random.Random(journal_mode), 6)
+    target = sorted(recorded)[2]
+    con.execute("create table extra(x)")
+    con.execute("insert into extra values(randomblob(50000))")
+    broken_txid, broken = txid_of(con, db), dump(db)
+    other = open_replicated(connect, db, url, **{"min-interval": "0"})
+    assert other.execute("select count(*) from extra").fetchone()[0] == 1  # caches pages
+    summary = rollback(con, target)
+    assert summary["txid"] == f"{broken_txid + 1:016x}" and summary["shipped"], summary
+    assert dump(db) == recorded[target]
+    assert not (tmp_path / "app.db-journal").exists() or (tmp_path / "app.db-journal").read_bytes()[:8] != bytes.fromhex("d9d505f920a163d7")
+    # The other connection drops its cache (the change counter moved).
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        other.execute("select count(*) from extra").fetchone()
+    assert con.execute("pragma journal_mode").fetchone()[0] == journal_mode
+    boot = connect()
+    for txid, expected in ((broken_txid, broken), (None, recorded[target])):
+        out = tmp_path / f"ours-{txid}.db"
+        restore(boot, url, out, txid)
+        assert dump(out) == expected
+        assert dump(litestream_restore(store, url, tmp_path / f"theirs-{txid}.db", txid)) == expected
+    con.execute("insert into t(k, v) values(5, 'after')")
+    assert txid_of(con, db) == broken_txid + 2
+    other.close()
+    con.close()
+
+
 def test_rollback_refuses_what_it_cannot_do_safely(connect, tmp_path):
     db = tmp_path / "app.db"
     url = f"file://{tmp_path}/replica"
@@ -158,11 +194,12 @@ def test_rollback_refuses_what_it_cannot_do_safely(connect, tmp_path):
     plain.execute("create table x(y)")
     with pytest.raises(sqlite3.OperationalError, match="not opened with vfs=litestream"):
         rollback(plain, 1)
-    # A rollback-journal database.
+    # A journal kept only in memory could not make the rollback crash-safe.
     other = open_replicated(connect, tmp_path / "journal.db", f"file://{tmp_path}/replica-j")
+    other.execute("pragma journal_mode=memory")
     other.execute("create table x(y)")
     sync(other)
-    with pytest.raises(sqlite3.OperationalError, match="needs journal_mode=WAL"):
+    with pytest.raises(sqlite3.OperationalError, match="keeps no journal on disk"):
         rollback(other, 1)
     # After all that the database replicates on as before.
     con.execute("insert into t(k, v) values(1, 'still fine')")

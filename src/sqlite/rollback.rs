@@ -215,6 +215,200 @@ fn sync_wal(wal_file: *mut ffi::sqlite3_file) -> Result<(), String> {
     }
 }
 
+/// What a mode-specific writer did.
+struct Written {
+    from: u64,
+    pages: RollbackPages,
+    /// WAL mode: the commit frame, to check SQLite's rebuilt index against.
+    last_frame: Option<u32>,
+    written: bool,
+}
+
+/// WAL mode, under `BEGIN IMMEDIATE`: frames appended, index invalidated.
+fn write_wal(
+    db: &Connection,
+    r: &Replicator,
+    main: *mut ffi::sqlite3_file,
+    from: u64,
+    target: Target,
+) -> Result<Written, String> {
+    let wal_file = db
+        .file_control_ptr(ffi::SQLITE_FCNTL_JOURNAL_POINTER)
+        .map(|p| p as *mut ffi::sqlite3_file)
+        // SAFETY: SQLite answered JOURNAL_POINTER with the pager's live WAL file.
+        .filter(|&f| unsafe { vfs::is_captured_wal(f) })
+        .ok_or("the WAL is not open through vfs=litestream")?;
+    let shm = map_shm(main)?;
+    let header = read_index_header(shm)?;
+    let pages = plan(r, from, header.db_pages, header.page_size, target)?;
+    if pages.pages.is_empty() {
+        return Ok(Written { from, pages, last_frame: None, written: false });
+    }
+    let last = append_frames(wal_file, &header, &pages)?;
+    // The commit frame is written: from here on the transaction stands.
+    if let Err(e) = sync_wal(wal_file) {
+        log::error!("{}: rollback: {e}", r.db_path().display());
+    }
+    invalidate_index(main, shm);
+    Ok(Written { from, pages, last_frame: Some(last), written: true })
+}
+
+fn plan(
+    r: &Replicator,
+    from: u64,
+    commit: u32,
+    page_size: u32,
+    target: Target,
+) -> Result<RollbackPages, String> {
+    let pages = crate::runtime::block_on(rollback::plan(&r.store(), from, commit, target))
+        .map_err(|e| format!("{e}; nothing was changed"))?;
+    if !pages.pages.is_empty() && pages.page_size != page_size {
+        return Err(format!(
+            "the replica's page size at the target is {}, the database's is {page_size}; nothing was changed",
+            pages.page_size
+        ));
+    }
+    Ok(pages)
+}
+
+fn file_call(rc: c_int, what: &str) -> Result<(), String> {
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("{what} failed (error {rc})"))
+    }
+}
+
+/// Rollback-journal mode, under `BEGIN EXCLUSIVE`: the pages are written in place, after a
+/// hot journal holding what they overwrite (so a crash midway is rolled back by SQLite, as
+/// for any transaction); deleting the journal commits. Page 1's change counter moves on so
+/// every connection drops its cache.
+fn write_in_place(
+    r: &Replicator,
+    main: *mut ffi::sqlite3_file,
+    from: u64,
+    target: Target,
+) -> Result<Written, String> {
+    // Through SQLite's own file handle: opening and closing another descriptor of the
+    // database would drop this process's POSIX locks on it.
+    let read = |buf: &mut [u8], offset: u64| -> Result<(), String> {
+        // SAFETY: `main` is the live main-database file; `buf` is writable for its length.
+        let rc = unsafe {
+            (*(*main).pMethods).xRead.map_or(ffi::SQLITE_IOERR_READ, |f| {
+                f(main, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, offset as i64)
+            })
+        };
+        file_call(rc, "reading the database")
+    };
+    let mut head = [0u8; 100];
+    read(&mut head, 0)?;
+    let raw = u32::from(u16::from_be_bytes([head[16], head[17]]));
+    let page_size = if raw == 1 { 65536 } else { raw };
+    let mut size: ffi::sqlite3_int64 = 0;
+    // SAFETY: as above; `size` is our out-variable.
+    let rc = unsafe {
+        (*(*main).pMethods)
+            .xFileSize
+            .map_or(ffi::SQLITE_IOERR_FSTAT, |f| f(main, &mut size))
+    };
+    file_call(rc, "sizing the database")?;
+    let current = (size as u64 / u64::from(page_size.max(512))) as u32;
+    let mut pages = plan(r, from, current, page_size, target)?;
+    if pages.pages.is_empty() {
+        return Ok(Written { from, pages, last_frame: None, written: false });
+    }
+    let ps = page_size as usize;
+    if pages.pages.first().is_none_or(|(p, _)| *p != 1) {
+        // Unchanged since the target (no commit in rollback mode leaves it alone).
+        let mut page1 = vec![0u8; ps];
+        read(&mut page1, 0)?;
+        pages.pages.insert(0, (1, page1));
+    }
+    {
+        let counter = u32::from_be_bytes(head[24..28].try_into().expect("4 bytes")).wrapping_add(1);
+        let p1 = &mut pages.pages[0].1;
+        p1[18] = 1; // stays a rollback-journal database whatever the target was
+        p1[19] = 1;
+        p1[24..28].copy_from_slice(&counter.to_be_bytes());
+        p1[28..32].copy_from_slice(&pages.commit.to_be_bytes());
+        p1[92..96].copy_from_slice(&counter.to_be_bytes());
+    }
+    // The journal: SQLite's format, one record per page we overwrite.
+    const SECTOR: usize = 512;
+    let nonce: u32 = rand::random();
+    let mut journal = vec![0u8; SECTOR];
+    journal[..8].copy_from_slice(&[0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]);
+    journal[12..16].copy_from_slice(&nonce.to_be_bytes());
+    journal[16..20].copy_from_slice(&current.to_be_bytes());
+    journal[20..24].copy_from_slice(&(SECTOR as u32).to_be_bytes());
+    journal[24..28].copy_from_slice(&page_size.to_be_bytes());
+    let mut records = 0u32;
+    let mut old = vec![0u8; ps];
+    for (pgno, _) in pages.pages.iter().filter(|(p, _)| *p <= current) {
+        read(&mut old, (u64::from(*pgno) - 1) * ps as u64)?;
+        let mut sum = nonce;
+        let mut i = ps - 200;
+        while i > 0 {
+            sum = sum.wrapping_add(u32::from(old[i]));
+            i = i.saturating_sub(200);
+        }
+        journal.extend_from_slice(&pgno.to_be_bytes());
+        journal.extend_from_slice(&old);
+        journal.extend_from_slice(&sum.to_be_bytes());
+        records += 1;
+    }
+    journal[8..12].copy_from_slice(&records.to_be_bytes());
+    let journal_path = format!("{}-journal", r.db_path().display());
+    let write_journal = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&journal_path)?;
+        f.write_all(&journal)?;
+        f.sync_all()?;
+        let dir = r.db_path().parent().unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write_journal().map_err(|e| format!("writing the journal {journal_path}: {e}; nothing was changed"))?;
+    // The pages, through our VFS: capture notes them like any write.
+    let written = (|| -> Result<(), String> {
+        for (pgno, data) in &pages.pages {
+            // SAFETY: `main` is the live main-database file; `data` is one page.
+            let rc = unsafe {
+                (*(*main).pMethods).xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |f| {
+                    f(main, data.as_ptr() as *const c_void, ps as c_int, (i64::from(*pgno) - 1) * ps as i64)
+                })
+            };
+            file_call(rc, "writing the database")?;
+        }
+        let end = i64::from(pages.commit) * ps as i64;
+        // SAFETY: as above.
+        unsafe {
+            if end < size {
+                let rc = (*(*main).pMethods).xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |f| f(main, end));
+                file_call(rc, "truncating the database")?;
+            }
+            let rc = (*(*main).pMethods).xSync.map_or(ffi::SQLITE_OK, |f| f(main, ffi::SQLITE_SYNC_NORMAL));
+            file_call(rc, "syncing the database")
+        }
+    })();
+    if let Err(e) = written {
+        // The hot journal stays: the next reader rolls the half-written pages back.
+        return Err(format!("{e}; the journal restores the database at the next read"));
+    }
+    // Deleting the journal commits; through our VFS, whose capture seals the pages here.
+    let path = super::cstring(&journal_path);
+    // SAFETY: our VFS is registered (this connection uses it); the path is NUL-terminated.
+    let rc = unsafe {
+        let vfs = ffi::sqlite3_vfs_find(vfs::WRITER_VFS.as_ptr());
+        if vfs.is_null() {
+            ffi::SQLITE_ERROR
+        } else {
+            (*vfs).xDelete.map_or(ffi::SQLITE_IOERR_DELETE, |f| f(vfs, path.as_ptr(), 1))
+        }
+    };
+    file_call(rc, "deleting the journal (the commit)")?;
+    Ok(Written { from, pages, last_frame: None, written: true })
+}
+
 /// `litestream_rollback(target)` on the connection `db`.
 pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
     let started = Instant::now();
@@ -224,55 +418,37 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
     }
     let mode = db
         .query_text("PRAGMA main.journal_mode")?
-        .unwrap_or_default();
-    if !mode.eq_ignore_ascii_case("wal") {
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let wal_mode = mode == "wal";
+    if !wal_mode && !["delete", "truncate", "persist"].contains(&mode.as_str()) {
         return Err(format!(
-            "the database is in journal_mode={mode}; litestream_rollback needs journal_mode=WAL"
+            "journal_mode={mode} keeps no journal on disk, so a crash could tear the rollback; litestream_rollback needs WAL, DELETE, TRUNCATE or PERSIST"
         ));
     }
-    if db
-        .query_text("PRAGMA main.locking_mode")?
-        .is_some_and(|m| m.eq_ignore_ascii_case("exclusive"))
+    if wal_mode
+        && db
+            .query_text("PRAGMA main.locking_mode")?
+            .is_some_and(|m| m.eq_ignore_ascii_case("exclusive"))
     {
         return Err("locking_mode=EXCLUSIVE keeps the WAL index private; litestream_rollback needs locking_mode=NORMAL".into());
     }
     // Catch up first, without the write lock, so the locked part is short.
     r.ready_to_write(SYNC_TIMEOUT)
         .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))?;
-    db.exec("BEGIN IMMEDIATE")?;
-    let outcome = (|| -> Result<(u64, RollbackPages, Option<u32>), String> {
-        let from = r
-            .sync(SYNC_TIMEOUT)
-            .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))?;
-        let wal_file = db
-            .file_control_ptr(ffi::SQLITE_FCNTL_JOURNAL_POINTER)
-            .map(|p| p as *mut ffi::sqlite3_file)
-            // SAFETY: SQLite answered JOURNAL_POINTER with the pager's live WAL file.
-            .filter(|&f| unsafe { vfs::is_captured_wal(f) })
-            .ok_or("the WAL is not open through vfs=litestream")?;
-        let shm = map_shm(main)?;
-        let header = read_index_header(shm)?;
-        let pages =
-            crate::runtime::block_on(rollback::plan(&r.store(), from, header.db_pages, target))
-                .map_err(|e| format!("{e}; nothing was changed"))?;
-        if pages.pages.is_empty() {
-            return Ok((from, pages, None));
-        }
-        if pages.page_size != header.page_size {
-            return Err(format!(
-                "the replica's page size at the target is {}, the database's is {}; nothing was changed",
-                pages.page_size, header.page_size
-            ));
-        }
-        let last = append_frames(wal_file, &header, &pages)?;
-        // The commit frame is written: from here on the transaction stands.
-        if let Err(e) = sync_wal(wal_file) {
-            log::error!("{}: rollback: {e}", r.db_path().display());
-        }
-        invalidate_index(main, shm);
-        Ok((from, pages, Some(last)))
-    })();
-    let (from, pages, last_frame) = match outcome {
+    // The write lock; in rollback-journal mode also no reader (pages change in place).
+    db.exec(if wal_mode { "BEGIN IMMEDIATE" } else { "BEGIN EXCLUSIVE" })?;
+    let outcome = r
+        .sync(SYNC_TIMEOUT)
+        .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))
+        .and_then(|from| {
+            if wal_mode {
+                write_wal(db, &r, main, from, target)
+            } else {
+                write_in_place(&r, main, from, target)
+            }
+        });
+    let done = match outcome {
         Ok(v) => {
             db.exec("COMMIT")?;
             v
@@ -282,8 +458,9 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
             return Err(e);
         }
     };
+    let pages = &done.pages;
     let mut summary = Summary {
-        from_txid: crate::ltx::format_txid(from),
+        from_txid: crate::ltx::format_txid(done.from),
         target_txid: crate::ltx::format_txid(pages.target_txid),
         target_timestamp: crate::timefmt::rfc3339_millis(pages.target_timestamp_ms),
         txid: None,
@@ -296,17 +473,18 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
         error: None,
         seconds: 0.0,
     };
-    if let Some(last) = last_frame {
+    if let Some(last) = done.last_frame {
         // Rebuild the index now (SQLite's recovery) rather than in the next reader.
         db.query_text("SELECT count(*) FROM sqlite_schema")?;
-        let shm = map_shm(main)?;
-        let after = read_index_header(shm)?;
+        let after = read_index_header(map_shm(main)?)?;
         if after.max_frame < last || after.db_pages != pages.commit {
             return Err(format!(
                 "after the rollback SQLite's WAL index ends at frame {} ({} pages), expected {last} ({} pages)",
                 after.max_frame, after.db_pages, pages.commit
             ));
         }
+    }
+    if done.written {
         match r.sync(SHIP_TIMEOUT) {
             Ok(txid) => summary.txid = Some(crate::ltx::format_txid(txid)),
             Err(e) => {
