@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from helpers import Store, dump, level_files, litestream_restore, random_workload
+from helpers import ROOT, Store, dump, level_files, litestream_restore, random_workload
 from test_lease import Proxy, proxied_moto
 from test_replication import STORES, open_replicated, sync
 from test_restore import restore
@@ -323,4 +323,61 @@ def test_fork_at_several_targets(connect, tmp_path, monkeypatch, kind):
     assert dump(tmp_path / "src-latest.db") == source_state
     assert dump(tmp_path / "fork-middle-now.db") == fork_state
     fcon.close()
+    con.close()
+
+
+CRASHING_ROLLBACK = r"""
+import json, os, random, sqlite3, sys, urllib.parse
+sys.path.insert(0, sys.argv[5])
+from helpers import dump, random_workload
+ext, db, url, mode = sys.argv[1:5]
+boot = sqlite3.connect(":memory:"); boot.enable_load_extension(True); boot.load_extension(ext)
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0", uri=True, isolation_level=None)
+con.execute(f"pragma journal_mode={mode}")
+recorded = {}
+rng = random.Random(mode)
+for _ in range(5):
+    random_workload(con, rng, 1, allow_vacuum=False)
+    txid = int(json.loads(con.execute("select litestream_sync()").fetchone()[0])[db], 16)
+    recorded[txid] = dump(db)
+con.execute("insert into t(k, v) select k, randomblob(2000) from t")
+con.execute("drop index t_k")
+txid = int(json.loads(con.execute("select litestream_sync()").fetchone()[0])[db], 16)
+recorded[txid] = dump(db)
+print(json.dumps({"recorded": recorded, "target": sorted(recorded)[1], "broken": txid}), flush=True)
+os.environ["LITESTREAM_CRASH_AT"] = sys.argv[6]
+con.execute("select litestream_rollback(?)", (sorted(recorded)[1],)).fetchone()
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode,point", [("wal", "wal-frames"), ("delete", "journal-page"), ("persist", "journal-page")])
+def test_rollback_killed_midway_is_all_or_nothing(ext_path, connect, tmp_path, mode, point):
+    """The process dies in the middle of a rollback: SQLite's own recovery gives the whole
+    rollback (WAL: the commit frame was written) or none of it (journal: pages half
+    written), never a mix; replication then carries on to a replica equal to the database."""
+    import subprocess
+    import sys
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    child = subprocess.run([sys.executable, "-c", CRASHING_ROLLBACK, ext_path, str(db), url, mode,
+                            str(ROOT / "python-tests"), point], capture_output=True, text=True, timeout=120)
+    assert child.returncode != 0 and "not reached" not in child.stdout, child.stdout + child.stderr
+    info = json.loads(child.stdout.splitlines()[0])
+    recorded = {int(k): v for k, v in info["recorded"].items()}
+    expected = recorded[info["target"]] if mode == "wal" else recorded[info["broken"]]
+    # Plain SQLite recovers (rebuilds the WAL index / plays the hot journal back).
+    if mode != "wal":
+        assert (tmp_path / "app.db-journal").exists(), "the crash left a hot journal"
+    plain = sqlite3.connect(db)
+    plain.execute("select count(*) from sqlite_schema").fetchone()
+    plain.close()
+    assert dump(db) == expected
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("insert into t(k, v) values(1, 'after the crash')")
+    sync(con)
+    after = dump(db)
+    out = tmp_path / "out.db"
+    restore(connect(), url, out)
+    assert dump(out) == after
     con.close()

@@ -29,6 +29,14 @@ pub const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of one wal-index region, as SQLite maps it.
 const SHM_REGION: c_int = 32768;
 
+/// Crash tests: `LITESTREAM_CRASH_AT=<point>` aborts the process there (the test then checks
+/// that SQLite's own recovery leaves either the old or the new state, never a mix).
+fn crash_point(point: &str) {
+    if std::env::var("LITESTREAM_CRASH_AT").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Summary {
     /// The TXID the database was at.
@@ -242,15 +250,26 @@ fn write_wal(
     let header = read_index_header(shm)?;
     let pages = plan(r, from, header.db_pages, header.page_size, target)?;
     if pages.pages.is_empty() {
-        return Ok(Written { from, pages, last_frame: None, written: false });
+        return Ok(Written {
+            from,
+            pages,
+            last_frame: None,
+            written: false,
+        });
     }
     let last = append_frames(wal_file, &header, &pages)?;
+    crash_point("wal-frames");
     // The commit frame is written: from here on the transaction stands.
     if let Err(e) = sync_wal(wal_file) {
         log::error!("{}: rollback: {e}", r.db_path().display());
     }
     invalidate_index(main, shm);
-    Ok(Written { from, pages, last_frame: Some(last), written: true })
+    Ok(Written {
+        from,
+        pages,
+        last_frame: Some(last),
+        written: true,
+    })
 }
 
 fn plan(
@@ -294,9 +313,16 @@ fn write_in_place(
     let read = |buf: &mut [u8], offset: u64| -> Result<(), String> {
         // SAFETY: `main` is the live main-database file; `buf` is writable for its length.
         let rc = unsafe {
-            (*(*main).pMethods).xRead.map_or(ffi::SQLITE_IOERR_READ, |f| {
-                f(main, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int, offset as i64)
-            })
+            (*(*main).pMethods)
+                .xRead
+                .map_or(ffi::SQLITE_IOERR_READ, |f| {
+                    f(
+                        main,
+                        buf.as_mut_ptr() as *mut c_void,
+                        buf.len() as c_int,
+                        offset as i64,
+                    )
+                })
         };
         file_call(rc, "reading the database")
     };
@@ -315,7 +341,12 @@ fn write_in_place(
     let current = (size as u64 / u64::from(page_size.max(512))) as u32;
     let mut pages = plan(r, from, current, page_size, target)?;
     if pages.pages.is_empty() {
-        return Ok(Written { from, pages, last_frame: None, written: false });
+        return Ok(Written {
+            from,
+            pages,
+            last_frame: None,
+            written: false,
+        });
     }
     let ps = page_size as usize;
     if pages.pages.first().is_none_or(|(p, _)| *p != 1) {
@@ -367,32 +398,47 @@ fn write_in_place(
         let dir = r.db_path().parent().unwrap_or(std::path::Path::new("."));
         std::fs::File::open(dir)?.sync_all()
     };
-    write_journal().map_err(|e| format!("writing the journal {journal_path}: {e}; nothing was changed"))?;
+    write_journal()
+        .map_err(|e| format!("writing the journal {journal_path}: {e}; nothing was changed"))?;
     // The pages, through our VFS: capture notes them like any write.
     let written = (|| -> Result<(), String> {
         for (pgno, data) in &pages.pages {
             // SAFETY: `main` is the live main-database file; `data` is one page.
             let rc = unsafe {
-                (*(*main).pMethods).xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |f| {
-                    f(main, data.as_ptr() as *const c_void, ps as c_int, (i64::from(*pgno) - 1) * ps as i64)
-                })
+                (*(*main).pMethods)
+                    .xWrite
+                    .map_or(ffi::SQLITE_IOERR_WRITE, |f| {
+                        f(
+                            main,
+                            data.as_ptr() as *const c_void,
+                            ps as c_int,
+                            (i64::from(*pgno) - 1) * ps as i64,
+                        )
+                    })
             };
             file_call(rc, "writing the database")?;
+            crash_point("journal-page");
         }
         let end = i64::from(pages.commit) * ps as i64;
         // SAFETY: as above.
         unsafe {
             if end < size {
-                let rc = (*(*main).pMethods).xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |f| f(main, end));
+                let rc = (*(*main).pMethods)
+                    .xTruncate
+                    .map_or(ffi::SQLITE_IOERR_TRUNCATE, |f| f(main, end));
                 file_call(rc, "truncating the database")?;
             }
-            let rc = (*(*main).pMethods).xSync.map_or(ffi::SQLITE_OK, |f| f(main, ffi::SQLITE_SYNC_NORMAL));
+            let rc = (*(*main).pMethods)
+                .xSync
+                .map_or(ffi::SQLITE_OK, |f| f(main, ffi::SQLITE_SYNC_NORMAL));
             file_call(rc, "syncing the database")
         }
     })();
     if let Err(e) = written {
         // The hot journal stays: the next reader rolls the half-written pages back.
-        return Err(format!("{e}; the journal restores the database at the next read"));
+        return Err(format!(
+            "{e}; the journal restores the database at the next read"
+        ));
     }
     // Deleting the journal commits; through our VFS, whose capture seals the pages here.
     let path = super::cstring(&journal_path);
@@ -402,11 +448,18 @@ fn write_in_place(
         if vfs.is_null() {
             ffi::SQLITE_ERROR
         } else {
-            (*vfs).xDelete.map_or(ffi::SQLITE_IOERR_DELETE, |f| f(vfs, path.as_ptr(), 1))
+            (*vfs)
+                .xDelete
+                .map_or(ffi::SQLITE_IOERR_DELETE, |f| f(vfs, path.as_ptr(), 1))
         }
     };
     file_call(rc, "deleting the journal (the commit)")?;
-    Ok(Written { from, pages, last_frame: None, written: true })
+    Ok(Written {
+        from,
+        pages,
+        last_frame: None,
+        written: true,
+    })
 }
 
 /// `litestream_rollback(target)` on the connection `db`.
@@ -437,7 +490,11 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
     r.ready_to_write(SYNC_TIMEOUT)
         .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))?;
     // The write lock; in rollback-journal mode also no reader (pages change in place).
-    db.exec(if wal_mode { "BEGIN IMMEDIATE" } else { "BEGIN EXCLUSIVE" })?;
+    db.exec(if wal_mode {
+        "BEGIN IMMEDIATE"
+    } else {
+        "BEGIN EXCLUSIVE"
+    })?;
     let outcome = r
         .sync(SYNC_TIMEOUT)
         .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))
