@@ -4,7 +4,7 @@ start the servers and export LITESTREAM_TEST_*. Prints a markdown report and wri
 bench/results.md.
 
 BENCH_SCALE (default 1.0) scales every size and duration; 0.05 is a quick smoke run.
-BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica) runs only some sections.
+BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica,pitr) runs only some sections.
 BENCH_RESTORE_BIG=1 adds a 1 GB (scaled) restore of ours (too big for the bench RGW at full scale).
 """
 import datetime
@@ -44,7 +44,7 @@ QUIET_SECONDS = 2.0    # Litestream is done when its L0 count is unchanged this 
 INSERT = "insert into t(v) values(?)"
 
 # BENCH_SECTIONS=restore,replica runs only those (the other sections' text is kept from results.md).
-ALL_SECTIONS = ("throughput", "lag", "puts", "restore", "replica")
+ALL_SECTIONS = ("throughput", "lag", "puts", "restore", "replica", "pitr")
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",") if x.strip()]
 assert set(SECTIONS) <= set(ALL_SECTIONS), f"BENCH_SECTIONS: unknown section in {SECTIONS}; known: {ALL_SECTIONS}"
 
@@ -575,7 +575,7 @@ def report(env_lines, done, wall):
     old, old_run = previous_sections()
     out = ["# Benchmark: plain SQLite vs ours vs Litestream 0.5.17 (and litestream-vfs 0.5.17)", ""]
     out += env_lines + [""]
-    for num in "12345":
+    for num in "123456":
         if num in done:
             out.append(done[num])
         elif num in old and "_Not re-run:" in old[num]:
@@ -1042,6 +1042,92 @@ def report_replica(r):
     return "\n".join(out + [""])
 
 
+# ------------------------------------------------------------------------------------ rollback / fork
+PITR_MB = 1024 * SCALE
+PITR_RGW_MB = min(PITR_MB, 128)  # the bench RGW keeps every object in 2 GB of RAM
+PITR_CHANGED_ROWS = 10  # one row per page, far apart: 10 changed leaf pages
+
+
+def uploaded_bytes(con, path):
+    st = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    d = [d for d in st["databases"] if d["path"] == str(path)][0]
+    return d["uploaded_bytes"], int(d["local_txid"], 16)
+
+
+def pitr_case(label, mb, url_of):
+    """A database of `mb` MB (loaded with plain SQLite, then replicated: TXID 1 is its
+    snapshot), 10 rows on 10 pages changed, rolled back; forks at TXID 1 (one file: the
+    store copies it) and at the latest TXID (several files: merged here)."""
+    path = fresh_path(f"pitr-{label}")
+    plain = sqlite3.connect(path, isolation_level=None)
+    plain.execute("pragma journal_mode=wal")
+    plain.execute("create table p(id integer primary key, k integer, v blob)")
+    rows = fill(plain, "p", mb, 1000)
+    plain.close()
+    url = url_of("source")
+    con = sqlite3.connect(f"file:{path}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0",
+                          uri=True, isolation_level=None, timeout=60)
+    t0 = time.monotonic()
+    ours_sync(con, f"pitr {label} snapshot")
+    snapshot_s = time.monotonic() - t0
+    _, target = uploaded_bytes(con, path)
+    ids = [1 + i * (rows // PITR_CHANGED_ROWS) for i in range(PITR_CHANGED_ROWS)]
+    marks = "?" + ",?" * (len(ids) - 1)
+    before = con.execute(f"select group_concat(hex(v)) from p where id in ({marks})", ids).fetchone()[0]
+    for i in ids:
+        con.execute("update p set v = randomblob(1000) where id = ?", (i,))
+    ours_sync(con, f"pitr {label} changes")
+    up0, _ = uploaded_bytes(con, path)
+    t0 = time.monotonic()
+    r = json.loads(con.execute("select litestream_rollback(?)", (target,)).fetchone()[0])
+    rollback_s = time.monotonic() - t0
+    up1, _ = uploaded_bytes(con, path)
+    after = con.execute(f"select group_concat(hex(v)) from p where id in ({marks})", ids).fetchone()[0]
+    if after != before or not r["shipped"]:
+        PROBLEMS.append(f"pitr {label}: the rollback did not restore the 10 rows or did not ship: {r}")
+    con.close()
+    forks = []
+    for name, ftarget in (("at TXID 1 (the snapshot: one file)", 1), ("at the latest TXID (files merged here)", None)):
+        loader = sqlite3.connect(":memory:")
+        t0 = time.monotonic()
+        f = json.loads(loader.execute("select litestream_fork(?, ?, ?)", (url, url_of(f"fork-{ftarget}"), ftarget)).fetchone()[0])
+        forks.append((name, time.monotonic() - t0, f))
+    return {"label": label, "mb": path.stat().st_size / 2**20, "snapshot_s": snapshot_s, "rollback_s": rollback_s,
+            "rollback": r, "uploaded": up1 - up0, "forks": forks}
+
+
+def pitr_section(store):
+    replicas = WORK / "pitr-replicas"
+    shutil.rmtree(replicas, ignore_errors=True)
+    cases = [pitr_case("file", PITR_MB, lambda n: f"file://{replicas}/{n}"),
+             pitr_case("rgw", PITR_RGW_MB, lambda n: store.url(f"{RUN_ID}/pitr/{n}"))]
+    shutil.rmtree(replicas, ignore_errors=True)
+    return cases
+
+
+def report_pitr(cases):
+    out = ["## 6. Rollback and fork", "",
+           "Targets: a rollback of 10 changed pages costs in proportion to the changed pages, not the "
+           "database size (time and bytes uploaded); a fork at the latest snapshot boundary moves no bytes "
+           "through this machine. A database is loaded with plain SQLite, then opened with `vfs=litestream` "
+           "(TXID 1 = its snapshot); 10 rows on 10 different pages are updated (10 TXIDs), then "
+           "`litestream_rollback(1)`. Litestream 0.5.17 has no rollback or fork (the equivalent is a full "
+           "restore plus a new replica).", "",
+           "| store | DB size | initial snapshot upload | rollback time | pages written | bytes read from store | bytes uploaded (new L0) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in cases:
+        r = c["rollback"]
+        out.append(f"| {c['label']} | {c['mb']:.0f} MB | {c['snapshot_s']:.1f} s | {c['rollback_s'] * 1000:.0f} ms | "
+                   f"{r['pages']} | {r['bytes_read']:,} | {c['uploaded']:,} |")
+    out += ["", "| store | fork | time | server-side copy | bytes downloaded | bytes uploaded | copied by the store |",
+            "|---|---|---:|---|---:|---:|---:|"]
+    for c in cases:
+        for name, secs, f in c["forks"]:
+            out.append(f"| {c['label']} ({c['mb']:.0f} MB) | {name} | {secs:.2f} s | {f['server_side_copy']} | "
+                       f"{f['bytes_downloaded']:,} | {f['bytes_uploaded']:,} | {f['bytes_copied_server_side']:,} |")
+    return "\n".join(out + [""])
+
+
 def main():
     sys.setswitchinterval(0.001)
     os.environ.pop("AWS_CA_BUNDLE", None)
@@ -1074,6 +1160,10 @@ def main():
             t = time.monotonic()
             done["5"] = report_replica(replica_section(store))
             log(f"replica section: {time.monotonic() - t:.0f} s")
+        if "pitr" in SECTIONS:
+            t = time.monotonic()
+            done["6"] = report_pitr(pitr_section(store))
+            log(f"pitr section: {time.monotonic() - t:.0f} s")
     finally:
         for p in LIVE_PROCS:
             p.kill()
