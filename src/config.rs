@@ -133,19 +133,44 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The base URL and data directory set from SQL (`litestream_base_url()`): they win over
+/// the environment, for apps that configure themselves at run time.
+static BASE_FROM_SQL: parking_lot::RwLock<Option<(String, Option<String>)>> =
+    parking_lot::RwLock::new(None);
+
+/// Sets (or with None clears) the process's base replica URL and data directory. The URL
+/// must parse; applies to databases opened from now on.
+pub fn set_base_url(base: Option<(String, Option<String>)>) -> Result<(), String> {
+    if let Some((url, _)) = &base {
+        crate::storage::ReplicaUrl::parse(&format!("{}/probe.db", url.trim_end_matches('/')))
+            .map_err(|e| e.to_string())?;
+    }
+    *BASE_FROM_SQL.write() = base;
+    Ok(())
+}
+
+/// The base URL and data directory in force: set from SQL, else from the environment.
+pub fn base_url() -> Option<(String, Option<String>)> {
+    BASE_FROM_SQL
+        .read()
+        .clone()
+        .or_else(|| env(ENV_REPLICA_BASE_URL).map(|b| (b, env(ENV_DATA_DIR))))
+}
+
 /// The replica URL of a database opened without an explicit one.
 fn url_from_env(db_path: &Path) -> Result<String, String> {
-    if let Some(url) = env(ENV_REPLICA_URL) {
+    let from_sql = BASE_FROM_SQL.read().clone();
+    if let (None, Some(url)) = (&from_sql, env(ENV_REPLICA_URL)) {
         return Ok(url);
     }
-    let Some(base) = env(ENV_REPLICA_BASE_URL) else {
+    let Some((base, data_dir)) = base_url() else {
         return Err(format!(
             "no replica for {}: add ?replica=URL to the database URI, or set {ENV_REPLICA_URL} or {ENV_REPLICA_BASE_URL}",
             db_path.display()
         ));
     };
     // Litestream's directory layout: <base>/<path relative to the data dir, or the file name>.
-    let relative: PathBuf = match env(ENV_DATA_DIR) {
+    let relative: PathBuf = match data_dir {
         Some(root) => db_path
             .strip_prefix(&root)
             .map(Path::to_path_buf)

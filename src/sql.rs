@@ -133,6 +133,28 @@ fn fork(args: &[Value]) -> Result<Output, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `litestream_base_url(url [, data_dir])`: the base replica URL (and root for relative
+/// paths) of databases opened from now on with `vfs=litestream` and no `replica`, winning
+/// over the environment; NULL clears it. Returns the setting in force as JSON.
+fn base_url(args: &[Value]) -> Result<Output, String> {
+    let text = |i: usize| match args.get(i) {
+        Some(Value::Text(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        None | Some(Value::Null) => Ok(None),
+        Some(other) => Err(format!("litestream_base_url: expected text, not {other:?}")),
+    };
+    let setting = match text(0)? {
+        Some(url) => Some((url, text(1)?)),
+        None => None,
+    };
+    crate::config::set_base_url(setting).map_err(|e| format!("litestream_base_url: {e}"))?;
+    let (url, dir) = crate::config::base_url().unzip();
+    let doc = serde_json::json!({
+        "base_url": url.map(|u| crate::storage::redact(&u)),
+        "data_dir": dir.flatten(),
+    });
+    Ok(Output::Text(doc.to_string()))
+}
+
 /// The replica file of the connection's main database, if it was opened with
 /// `vfs=litestream-replica`.
 fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, String> {
@@ -199,6 +221,8 @@ pub fn register_all(db: &Connection) -> Result<(), String> {
         register(db, c"litestream_restore", n, false, restore)?;
     }
     register_db(db, c"litestream_rollback", 1, rollback)?;
+    register(db, c"litestream_base_url", 1, false, base_url)?;
+    register(db, c"litestream_base_url", 2, false, base_url)?;
     register(db, c"litestream_fork", 2, false, fork)?;
     register(db, c"litestream_fork", 3, false, fork)?;
     register(db, c"litestream_status", 0, false, status)?;

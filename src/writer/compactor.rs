@@ -33,10 +33,11 @@ fn next_boundary(now_ms: i64, interval: Duration, offset_ms: i64) -> i64 {
     (now_ms - offset).div_euclid(i) * i + i + offset
 }
 
-fn spread_offset(path: &Path) -> i64 {
-    // A stable per-database offset within the first 10 % of the shortest interval.
+/// A stable per-database offset anywhere within the shortest interval: maintenance of
+/// thousands of databases spreads evenly over time instead of bunching at each boundary.
+fn spread_offset(path: &Path, shortest: Duration) -> i64 {
     let h = crate::ltx::crc64(path.as_os_str().as_encoded_bytes());
-    (h % 3_000) as i64
+    (h % (shortest.as_millis().max(1) as u64)) as i64
 }
 
 /// What maintenance has already seen, so that an idle database costs no request: a level is
@@ -56,7 +57,7 @@ struct Seen {
 
 async fn run(r: Arc<Replicator>) {
     let cfg = r.config.clone();
-    let offset = spread_offset(&r.db_path);
+    let offset = spread_offset(&r.db_path, cfg.levels[0]);
     let now = now_millis();
     let mut due: Vec<i64> = cfg
         .levels
@@ -115,6 +116,7 @@ async fn run(r: Arc<Replicator>) {
         if todo.is_empty() && !snapshot_now && !retention_now {
             continue;
         }
+        let _slot = super::MAINTENANCE_SLOTS.acquire().await;
         // Only the lease holder maintains the replica (taking the lease if it is free).
         if cfg.lease && !matches!(super::shipper::hold_lease(&r).await, Ok(true)) {
             continue;

@@ -71,6 +71,15 @@ pub struct Replicator {
     conditional: Mutex<Option<crate::storage::ConditionalSupport>>,
 }
 
+/// Uploads in flight across every database of the process: bounded, and granted in arrival
+/// order (each database queues at most one), so a busy database cannot starve the others.
+pub(crate) static UPLOAD_SLOTS: LazyLock<tokio::sync::Semaphore> =
+    LazyLock::new(|| tokio::sync::Semaphore::new(32));
+/// Maintenance passes (compaction, snapshot, retention) running at once across databases:
+/// each may hold a merged file in memory.
+pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
+    LazyLock::new(|| tokio::sync::Semaphore::new(2));
+
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
     LazyLock::new(Default::default);
 

@@ -208,14 +208,16 @@ async fn run(r: Arc<Replicator>) {
                 }
             },
         };
-        last_put = Some(Instant::now());
         let size = body.len() as u64;
         let txid = item.header.min_txid;
-        match r
-            .store
-            .put_ltx(0, &item.header, body, PutCondition::IfNoneMatch)
-            .await
-        {
+        let put = async {
+            let _slot = super::UPLOAD_SLOTS.acquire().await;
+            last_put = Some(Instant::now());
+            r.store
+                .put_ltx(0, &item.header, body, PutCondition::IfNoneMatch)
+                .await
+        };
+        match put.await {
             Ok(_) => {
                 attempt = 0;
                 let mut c = r.capture.lock();
