@@ -4,7 +4,7 @@ start the servers and export LITESTREAM_TEST_*. Prints a markdown report and wri
 bench/results.md.
 
 BENCH_SCALE (default 1.0) scales every size and duration; 0.05 is a quick smoke run.
-BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica,pitr) runs only some sections.
+BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica,pitr,many) runs only some sections.
 BENCH_RESTORE_BIG=1 adds a 1 GB (scaled) restore of ours (too big for the bench RGW at full scale).
 """
 import datetime
@@ -44,7 +44,7 @@ QUIET_SECONDS = 2.0    # Litestream is done when its L0 count is unchanged this 
 INSERT = "insert into t(v) values(?)"
 
 # BENCH_SECTIONS=restore,replica runs only those (the other sections' text is kept from results.md).
-ALL_SECTIONS = ("throughput", "lag", "puts", "restore", "replica", "pitr")
+ALL_SECTIONS = ("throughput", "lag", "puts", "restore", "replica", "pitr", "many")
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",") if x.strip()]
 assert set(SECTIONS) <= set(ALL_SECTIONS), f"BENCH_SECTIONS: unknown section in {SECTIONS}; known: {ALL_SECTIONS}"
 
@@ -575,7 +575,7 @@ def report(env_lines, done, wall):
     old, old_run = previous_sections()
     out = ["# Benchmark: plain SQLite vs ours vs Litestream 0.5.17 (and litestream-vfs 0.5.17)", ""]
     out += env_lines + [""]
-    for num in "123456":
+    for num in "1234567":
         if num in done:
             out.append(done[num])
         elif num in old and "_Not re-run:" in old[num]:
@@ -934,6 +934,8 @@ def child(args):
             out["sum"], out["cold"] = step(con, tool, look)
             _, out["warm"] = step(con, tool, look)
         print(json.dumps(out))
+    elif kind == "many":
+        many_child(args[1], args[2], args[3])
     elif kind == "visible":
         tool, target, n = args[1], args[2], int(args[3])
         child_load(tool)
@@ -1128,6 +1130,285 @@ def report_pitr(cases):
     return "\n".join(out + [""])
 
 
+# ------------------------------------------------------------------------------------ many databases
+MANY_DBS = max(20, int(1000 * SCALE))
+MANY_RATE = 100  # commits/s spread over all databases
+MANY_LOAD_S = max(10.0, 60 * SCALE)
+MANY_IDLE_S = max(20.0, 60 * SCALE)
+MANY_SETTLE_MAX_S = 180
+# Short levels for both tools, so compaction after the load settles before the idle window.
+MANY_LEVELS = ("3s", "6s", "12s")
+MANY_L0_RETENTION = "3s"
+
+
+def proc_facts(pid="self"):
+    status = dict(l.split(":\t", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in l)
+    return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "hwm_mb": int(status["VmHWM"].split()[0]) / 1024,
+            "threads": int(status["Threads"]), "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def cpu_seconds(pid="self"):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rgw_requests():
+    c = rgw_counters()
+    return c["req"] if c else None
+
+
+def settle_store(max_s, quiet_s=6.0):
+    """Until the store has seen no request for `quiet_s` (compaction after a load); seconds."""
+    t0 = time.monotonic()
+    last, since = rgw_requests(), time.monotonic()
+    while time.monotonic() - t0 < max_s and time.monotonic() - since < quiet_s:
+        time.sleep(0.5)
+        now = rgw_requests()
+        if now != last:
+            last, since = now, time.monotonic()
+    return time.monotonic() - t0
+
+
+def many_load(cons, seconds, on_commit):
+    """MANY_RATE commits/s on random databases (a seeded schedule, the same for every tool)."""
+    import random
+    rng = random.Random(42)
+    t0 = time.monotonic()
+    k = 0
+    while True:
+        due = t0 + k / MANY_RATE
+        if due - t0 >= seconds:
+            return k
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        i = rng.randrange(len(cons))
+        cons[i].execute("insert into t(v) values(?)", (f"commit {k} " * 8,))
+        on_commit(i, time.monotonic())
+        k += 1
+
+
+def many_child(kind, root, base):
+    """Ours (`ours`) or the same app without the extension (`plain`) in a fresh process."""
+    import resource
+    import threading
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    out = {"start": proc_facts()}
+    mon = None
+    if kind == "ours":
+        mon = sqlite3.connect(":memory:", check_same_thread=False)
+        mon.enable_load_extension(True)
+        mon.load_extension(LIB)
+        mon.execute("select litestream_base_url(?, ?)", (base, root))
+        out["loaded"] = proc_facts()
+    t0 = time.monotonic()
+    cons = []
+    for i in range(MANY_DBS):
+        path = f"{root}/db{i:04d}.db"
+        uri = f"file:{path}?vfs=litestream" if kind == "ours" else f"file:{path}"
+        con = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+        con.execute("pragma journal_mode=wal")
+        con.execute("create table t(id integer primary key, v text)")
+        con.execute("insert into t(v) values('created')")
+        cons.append(con)
+    if mon:
+        mon.execute("select litestream_sync(600000)").fetchone()
+    out["setup_s"] = time.monotonic() - t0
+    settle_store(MANY_SETTLE_MAX_S)
+    out["open"] = proc_facts()
+    # The load; ours: a poller records when each commit is in the replica.
+    commits = {}  # db index -> [commit times]
+    shipped_at = {}  # (db index, n-th commit) -> time the replica had it
+    stop = threading.Event()
+    paths = [f"{root}/db{i:04d}.db" for i in range(MANY_DBS)]
+    base_commits = {}
+    if mon:
+        st = json.loads(mon.execute("select litestream_status()").fetchone()[0])
+        base_commits = {d["path"]: d["commits_shipped"] for d in st["databases"]}
+
+    def poll():
+        while not stop.is_set():
+            now = time.monotonic()
+            st = json.loads(mon.execute("select litestream_status()").fetchone()[0])
+            for d in st["databases"]:
+                i = int(d["path"][-7:-3])
+                for n in range(1, d["commits_shipped"] - base_commits[d["path"]] + 1):
+                    shipped_at.setdefault((i, n), now)
+            time.sleep(0.02)
+    poller = threading.Thread(target=poll) if mon else None
+    if poller:
+        poller.start()
+    cpu0, w0 = cpu_seconds(), time.monotonic()
+    n = many_load(cons, MANY_LOAD_S, lambda i, t: commits.setdefault(i, []).append(t))
+    if mon:
+        sqlite3.connect(":memory:").execute("select litestream_sync(600000)").fetchone()
+        time.sleep(0.1)
+    out["load"] = {"commits": n, "cpu_pct": 100 * (cpu_seconds() - cpu0) / (time.monotonic() - w0), **proc_facts()}
+    stop.set()
+    if poller:
+        poller.join()
+        lags = sorted(shipped_at[(i, k + 1)] - t for i, ts in commits.items() for k, t in enumerate(ts)
+                      if (i, k + 1) in shipped_at)
+        missing = n - len(lags)
+        out["lag_ms"] = {"p50": 1000 * lags[len(lags) // 2], "p99": 1000 * lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+                         "max": 1000 * lags[-1], "missing": missing}
+    out["settle_s"] = settle_store(MANY_SETTLE_MAX_S)
+    req0, cpu0, w0 = rgw_requests(), cpu_seconds(), time.monotonic()
+    time.sleep(MANY_IDLE_S)
+    req1 = rgw_requests()
+    out["idle"] = {"requests": None if req0 is None else req1 - req0, "seconds": time.monotonic() - w0,
+                   "cpu_pct": 100 * (cpu_seconds() - cpu0) / (time.monotonic() - w0), **proc_facts()}
+    if mon:
+        ok, t0 = 0, time.monotonic()
+        for i, path in enumerate(paths):
+            restored = f"{root}/restored-{i:04d}.db"
+            mon.execute("select litestream_restore(?, ?)", (f"{base}/db{i:04d}.db" if "?" not in base else
+                        base.replace("?", f"/db{i:04d}.db?", 1), restored)).fetchone()
+            a = "\n".join(sqlite3.connect(restored).iterdump())
+            b = "\n".join(cons[i].iterdump())
+            ok += a == b
+            os.unlink(restored)
+        out["restored_ok"], out["restore_s"] = ok, time.monotonic() - t0
+    for con in cons:
+        con.close()
+    print(json.dumps(out))
+
+
+def many_litestream(store, root, prefix):
+    """The same databases and load with `litestream replicate -config` (a `dir:` entry)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.makedirs(root, exist_ok=True)
+    cons = []
+    for i in range(MANY_DBS):
+        con = sqlite3.connect(f"{root}/db{i:04d}.db", isolation_level=None, timeout=60)
+        con.execute("pragma journal_mode=wal")
+        con.execute("create table t(id integer primary key, v text)")
+        con.execute("insert into t(v) values('created')")
+        cons.append(con)
+    cfg = WORK / "many-litestream.yml"
+    levels = "\n".join(f"  - interval: {lv}" for lv in MANY_LEVELS)
+    cfg.write_text(f"""levels:
+{levels}
+l0-retention: {MANY_L0_RETENTION}
+dbs:
+  - dir: {root}
+    pattern: "*.db"
+    replica:
+      type: s3
+      bucket: {store.bucket}
+      path: {prefix}
+      endpoint: {store.endpoint}
+      region: us-east-1
+      force-path-style: true
+""")
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)
+    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = store.keys
+    log_f = open(WORK / "many-litestream.log", "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([need("LITESTREAM_TEST_BIN"), "replicate", "-config", str(cfg)], env=env,
+                            stdout=log_f, stderr=subprocess.STDOUT)
+    LIVE_PROCS.append(proc)
+    out = {}
+    try:
+        deadline = time.monotonic() + 600
+        while True:  # every database has its first L0
+            dbs = {k.split("/")[2] for k in store.keys_under(prefix) if "/0000/" in k}
+            if len(dbs) >= MANY_DBS:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"litestream did not start all databases ({len(dbs)}); see {WORK / 'many-litestream.log'}")
+            time.sleep(1)
+        out["setup_s"] = time.monotonic() - t0
+        settle_store(30)
+        out["open"] = proc_facts(proc.pid)
+        cpu0, w0 = cpu_seconds(proc.pid), time.monotonic()
+        n = many_load(cons, MANY_LOAD_S, lambda i, t: None)
+        out["load"] = {"commits": n, "cpu_pct": 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - w0),
+                       **proc_facts(proc.pid)}
+        # Its monitors never go quiet: wait as long as ours took at most, then measure.
+        time.sleep(20)
+        req0, cpu0, w0 = rgw_requests(), cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(MANY_IDLE_S)
+        req1 = rgw_requests()
+        out["idle"] = {"requests": None if req0 is None else req1 - req0, "seconds": time.monotonic() - w0,
+                       "cpu_pct": 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - w0), **proc_facts(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        LIVE_PROCS.remove(proc)
+        for con in cons:
+            con.close()
+    return out
+
+
+def many_section(store):
+    levels = ",".join(MANY_LEVELS)
+    os.environ["LITESTREAM_LEVELS"] = levels
+    os.environ["LITESTREAM_L0_RETENTION"] = MANY_L0_RETENTION
+    results = {}
+    for kind in ("plain", "ours"):
+        root = WORK / f"many-{kind}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        base = store.url(f"{RUN_ID}/many-ours")
+        log(f"many: {kind}, {MANY_DBS} databases")
+        results[kind] = run_child(["many", kind, str(root), base], timeout=3600)
+        shutil.rmtree(root, ignore_errors=True)
+    log(f"many: Litestream, {MANY_DBS} databases")
+    root = WORK / "many-litestream"
+    shutil.rmtree(root, ignore_errors=True)
+    results["litestream"] = many_litestream(store, str(root), f"{RUN_ID}/many-litestream")
+    shutil.rmtree(root, ignore_errors=True)
+    del os.environ["LITESTREAM_LEVELS"], os.environ["LITESTREAM_L0_RETENTION"]
+    return results
+
+
+def report_many(r):
+    ours, plain, ls = r["ours"], r["plain"], r["litestream"]
+    per_hour = lambda x: "—" if x["idle"]["requests"] is None else f"{x['idle']['requests'] * 3600 / x['idle']['seconds']:,.0f}"
+    extra = lambda k, when: ours[when][k] - plain[when][k]
+    out = [f"## 7. {MANY_DBS:,} databases from one process", "",
+           f"Targets (1,000 databases, {MANY_RATE} commits/s spread over them for {MANY_LOAD_S:.0f} s, then idle): "
+           "≤ 100 MB RSS, ≤ 16 threads, ≤ 1% CPU idle, 0 requests per idle hour, p99 lag ≤ 1 s; all restore. "
+           f"Both tools with the same compaction levels ({', '.join(MANY_LEVELS)}; L0 retention {MANY_L0_RETENTION}) so "
+           "compaction after the load settles before the idle window; Litestream 0.5.17 runs `replicate -config` with one "
+           "`dir:` entry (pattern `*.db`) next to the same app. Ours runs inside the app: its figures are the app's "
+           "process with the extension minus the same app without it (`plain`, same databases and load, no replication).", "",
+           "| | ours (extension, in the app) | the app alone (plain SQLite) | ours: extension's share | Litestream 0.5.17 (its own process) |",
+           "|---|---:|---:|---:|---:|"]
+    for label, when, key, fmt in (("RSS after open+sync, MB", "open", "rss_mb", "{:.0f}"),
+                                  ("RSS at the end of the load, MB", "load", "rss_mb", "{:.0f}"),
+                                  ("peak RSS, MB", "idle", "hwm_mb", "{:.0f}"),
+                                  ("threads (under load)", "load", "threads", "{:d}"),
+                                  ("file descriptors (under load)", "load", "fds", "{:d}")):
+        out.append(f"| {label} | {fmt.format(ours[when][key])} | {fmt.format(plain[when][key])} | "
+                   f"{fmt.format(extra(key, when))} | {fmt.format(ls[when][key])} |")
+    out.append(f"| CPU under load, % of one core | {ours['load']['cpu_pct']:.1f} | {plain['load']['cpu_pct']:.1f} | "
+               f"{ours['load']['cpu_pct'] - plain['load']['cpu_pct']:.1f} | {ls['load']['cpu_pct']:.1f} |")
+    out.append(f"| CPU idle, % of one core | {ours['idle']['cpu_pct']:.2f} | {plain['idle']['cpu_pct']:.2f} | "
+               f"{ours['idle']['cpu_pct'] - plain['idle']['cpu_pct']:.2f} | {ls['idle']['cpu_pct']:.2f} |")
+    out.append(f"| store requests in {ours['idle']['seconds']:.0f} s idle (per hour) | {ours['idle']['requests']} ({per_hour(ours)}) | — | — | "
+               f"{ls['idle']['requests']} ({per_hour(ls)}) |")
+    lag = ours.get("lag_ms", {})
+    out.append(f"| lag commit → in the replica: p50 / p99 / max | {lag.get('p50', 0):.0f} / {lag.get('p99', 0):.0f} / {lag.get('max', 0):.0f} ms"
+               f"{'' if not lag.get('missing') else ' (' + str(lag['missing']) + ' not seen)'} | — | — | not measured (syncs every 1 s) |")
+    out.append(f"| databases restored equal to the source | {ours.get('restored_ok')} / {MANY_DBS} in {ours.get('restore_s', 0):.0f} s | — | — | — |")
+    out.append(f"| setup: open {MANY_DBS:,} databases, first sync | {ours['setup_s']:.1f} s | {plain['setup_s']:.1f} s | — | {ls['setup_s']:.1f} s (until every database had an L0) |")
+    out += ["", f"Ours waited {ours['settle_s']:.0f} s after the load for the store to go quiet (compaction, retention); "
+            "Litestream's compaction monitors list the store at every interval whether or not anything changed, "
+            "so it never goes quiet (its idle window starts 20 s after the load). Requests are RGW's own counter "
+            "(every request of every kind)."]
+    return "\n".join(out + [""])
+
+
 def main():
     sys.setswitchinterval(0.001)
     os.environ.pop("AWS_CA_BUNDLE", None)
@@ -1160,6 +1441,10 @@ def main():
             t = time.monotonic()
             done["5"] = report_replica(replica_section(store))
             log(f"replica section: {time.monotonic() - t:.0f} s")
+        if "many" in SECTIONS:
+            t = time.monotonic()
+            done["7"] = report_many(many_section(store))
+            log(f"many section: {time.monotonic() - t:.0f} s")
         if "pitr" in SECTIONS:
             t = time.monotonic()
             done["6"] = report_pitr(pitr_section(store))

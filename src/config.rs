@@ -142,7 +142,7 @@ static BASE_FROM_SQL: parking_lot::RwLock<Option<(String, Option<String>)>> =
 /// must parse; applies to databases opened from now on.
 pub fn set_base_url(base: Option<(String, Option<String>)>) -> Result<(), String> {
     if let Some((url, _)) = &base {
-        crate::storage::ReplicaUrl::parse(&format!("{}/probe.db", url.trim_end_matches('/')))
+        crate::storage::ReplicaUrl::parse(&join_base(url, "probe.db"))
             .map_err(|e| e.to_string())?;
     }
     *BASE_FROM_SQL.write() = base;
@@ -178,10 +178,15 @@ fn url_from_env(db_path: &Path) -> Result<String, String> {
         None => PathBuf::from(db_path.file_name().unwrap_or_default()),
     };
     let rel = relative.to_string_lossy().replace('\\', "/");
-    Ok(match base.split_once('?') {
+    Ok(join_base(&base, &rel))
+}
+
+/// `<base>/<rel>`, keeping the base URL's query string at the end.
+fn join_base(base: &str, rel: &str) -> String {
+    match base.split_once('?') {
         Some((b, q)) => format!("{}/{rel}?{q}", b.trim_end_matches('/')),
         None => format!("{}/{rel}", base.trim_end_matches('/')),
-    })
+    }
 }
 
 /// Rejects URI parameters that neither SQLite nor we (`ours`) know, and resolves the replica

@@ -4,7 +4,6 @@
 //! so memory stays small. Only the replicating process does this.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +32,12 @@ fn next_boundary(now_ms: i64, interval: Duration, offset_ms: i64) -> i64 {
     (now_ms - offset).div_euclid(i) * i + i + offset
 }
 
-/// A stable per-database offset anywhere within the shortest interval: maintenance of
-/// thousands of databases spreads evenly over time instead of bunching at each boundary.
-fn spread_offset(path: &Path, shortest: Duration) -> i64 {
+/// A stable per-database offset (within a day; each schedule takes it modulo its own
+/// interval): maintenance of thousands of databases spreads evenly over every interval
+/// instead of bunching at each boundary.
+fn spread_offset(path: &Path) -> i64 {
     let h = crate::ltx::crc64(path.as_os_str().as_encoded_bytes());
-    (h % (shortest.as_millis().max(1) as u64)) as i64
+    (h % 86_400_000) as i64
 }
 
 /// What maintenance has already seen, so that an idle database costs no request: a level is
@@ -57,7 +57,7 @@ struct Seen {
 
 async fn run(r: Arc<Replicator>) {
     let cfg = r.config.clone();
-    let offset = spread_offset(&r.db_path, cfg.levels[0]);
+    let offset = spread_offset(&r.db_path);
     let now = now_millis();
     let mut due: Vec<i64> = cfg
         .levels
@@ -77,15 +77,52 @@ async fn run(r: Arc<Replicator>) {
     // After a (re)start, one pass catches up with whatever an earlier run left.
     let mut catch_up = true;
     loop {
-        let next = due
-            .iter()
-            .copied()
-            .chain([snapshot_due, retention_due])
-            .min()
-            .unwrap_or(now);
-        let wait = Duration::from_millis((next - now_millis()).max(0) as u64);
-        if sleep_or_close(&r, wait).await {
-            return;
+        // Wake only for schedules that have work; with none, sleep until the next upload
+        // (an idle database costs no timer, no CPU, no request).
+        let uploads = r.stats.lock().uploads;
+        let now = now_millis();
+        let mut wakes: Vec<i64> = Vec::new();
+        for (i, &at) in due.iter().enumerate() {
+            let level = i + 1;
+            let fresh = if level == 1 {
+                uploads > seen.uploads_at_l1
+            } else {
+                seen.produced[level - 1] > seen.consumed[level]
+            };
+            if fresh || catch_up {
+                wakes.push(at);
+            }
+        }
+        if uploads > seen.uploads_at_snapshot || catch_up {
+            wakes.push(snapshot_due);
+        }
+        if now <= seen.retention_until_ms || catch_up {
+            wakes.push(retention_due);
+        }
+        match wakes.into_iter().min() {
+            Some(next) => {
+                let wait = Duration::from_millis((next - now).max(0) as u64);
+                if r.unless_closed(tokio::time::sleep(wait)).await {
+                    return;
+                }
+            }
+            None => {
+                if r.unless_closed(r.uploaded.notified()).await {
+                    return;
+                }
+                // Schedules that passed while idle move to their next boundary.
+                let now = now_millis();
+                for (i, interval) in cfg.levels.iter().enumerate() {
+                    if due[i] <= now {
+                        due[i] = next_boundary(now, *interval, offset);
+                    }
+                }
+                if snapshot_due <= now {
+                    snapshot_due = next_boundary(now, cfg.snapshot_interval, offset);
+                }
+                retention_due = retention_due.max(now + retention_every);
+                continue;
+            }
         }
         let now = now_millis();
         let uploads = r.stats.lock().uploads;
@@ -161,21 +198,6 @@ async fn run(r: Arc<Replicator>) {
             }
         }
     }
-}
-
-/// Sleeps; true if the replicator closed meanwhile.
-async fn sleep_or_close(r: &Replicator, wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < deadline {
-        if r.closing.load(Ordering::SeqCst) {
-            return true;
-        }
-        tokio::time::sleep(
-            (deadline - tokio::time::Instant::now()).min(Duration::from_millis(200)),
-        )
-        .await;
-    }
-    r.closing.load(Ordering::SeqCst)
 }
 
 /// Downloads `files` to `work` and merges them into one LTX file (in memory: the output of a

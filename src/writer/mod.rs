@@ -35,6 +35,10 @@ pub struct Status {
     pub last_error: Option<String>,
     pub uploads: u64,
     pub uploaded_bytes: u64,
+    /// Commits captured since the database was opened in this process, and how many of
+    /// them the replica has.
+    pub commits: u64,
+    pub commits_shipped: u64,
     pub lease: lease::LeaseStatus,
 }
 
@@ -56,6 +60,10 @@ pub struct Replicator {
     capture: Mutex<Capture>,
     stats: Mutex<ShipperStats>,
     wake: tokio::sync::Notify,
+    /// Signalled at every L0 upload: wakes maintenance that sleeps while there is nothing to do.
+    uploaded: tokio::sync::Notify,
+    /// Signalled once, when the last connection closed (`closing` is set first).
+    closed: tokio::sync::Notify,
     /// The shipper is looking for work or waiting for it: only then does a commit wake it
     /// (a wakeup per commit would cost the commit path more than the work it signals).
     idle: std::sync::atomic::AtomicBool,
@@ -78,7 +86,7 @@ pub(crate) static UPLOAD_SLOTS: LazyLock<tokio::sync::Semaphore> =
 /// Maintenance passes (compaction, snapshot, retention) running at once across databases:
 /// each may hold a merged file in memory.
 pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(2));
+    LazyLock::new(|| tokio::sync::Semaphore::new(16));
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
     LazyLock::new(Default::default);
@@ -117,6 +125,8 @@ impl Replicator {
             capture: Mutex::new(capture),
             stats: Mutex::new(ShipperStats::default()),
             wake: tokio::sync::Notify::new(),
+            uploaded: tokio::sync::Notify::new(),
+            closed: tokio::sync::Notify::new(),
             idle: Default::default(),
             handles: AtomicUsize::new(1),
             closing: Default::default(),
@@ -201,6 +211,7 @@ impl Replicator {
             self.closing.store(true, Ordering::SeqCst);
             reg.remove(&self.db_path);
         }
+        self.closed.notify_waiters();
         self.wake_now();
         if self.config.lease {
             // After `closing`: the shipper takes no lease any more, so this release is final.
@@ -244,6 +255,22 @@ impl Replicator {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Waits until `until` resolves or the replicator closes; true if it closed. Race-free:
+    /// the close signal is registered before the flag is checked.
+    async fn unless_closed(&self, until: impl std::future::Future<Output = ()>) -> bool {
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.closing.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::select! {
+            _ = until => {}
+            _ = closed => {}
+        }
+        self.closing.load(Ordering::SeqCst)
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -293,6 +320,8 @@ impl Replicator {
             last_error: stats.last_error.clone(),
             uploads: stats.uploads,
             uploaded_bytes: stats.uploaded_bytes,
+            commits: c.commits_captured,
+            commits_shipped: c.commits_shipped,
             lease: if self.config.lease {
                 stats.lease.clone()
             } else {

@@ -230,6 +230,8 @@ async fn run(r: Arc<Replicator>) {
                 stats.uploaded_bytes += size;
                 stats.last_upload_ms = crate::timefmt::now_millis();
                 stats.last_error = None;
+                drop(stats);
+                r.uploaded.notify_one();
             }
             Err(e) if e.is_precondition_failed() => {
                 // Someone else wrote this TXID: never overwrite; re-read where the replica is.
@@ -250,8 +252,5 @@ async fn run(r: Arc<Replicator>) {
 async fn backoff(r: &Replicator, attempt: &mut u32) {
     let delay = crate::storage::backoff(*attempt).min(MAX_BACKOFF);
     *attempt = attempt.saturating_add(1);
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = async { while !r.closing.load(Ordering::SeqCst) { tokio::time::sleep(Duration::from_millis(50)).await } } => {}
-    }
+    r.unless_closed(tokio::time::sleep(delay)).await;
 }
