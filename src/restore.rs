@@ -4,7 +4,7 @@
 //! Shared by `litestream_restore()` and the tests.
 
 use std::fs;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,9 +107,13 @@ pub(crate) async fn list_all(
     store: &Store,
     need_timestamps: bool,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {
+    // All levels at once: a listing is a round trip, and restores are latency-bound.
+    let listings =
+        futures_util::future::join_all((0..=SNAPSHOT_LEVEL).map(|level| store.list_ltx(level, 0)))
+            .await;
     let mut all = Vec::new();
-    for level in 0..=SNAPSHOT_LEVEL {
-        all.extend(store.list_ltx(level, 0).await?);
+    for files in listings {
+        all.extend(files?);
     }
     if need_timestamps && matches!(store, Store::S3(_)) {
         for f in all.iter_mut() {
@@ -197,38 +201,29 @@ pub fn plan(
     Ok(plan)
 }
 
-/// Bytes per ranged GET when downloading: bounds memory whatever the file size
-/// (at most PARALLEL_DOWNLOADS chunks are in memory at once).
-const CHUNK: u64 = 4 << 20;
 /// Files downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 
+/// Downloads one LTX file to `path`, streamed (one GET, resumed if cut), checking its size.
 pub(crate) async fn download(
     store: Arc<Store>,
     file: LtxFileInfo,
     path: PathBuf,
 ) -> Result<u64, RestoreError> {
     let key = store.ltx_key(file.level, file.min_txid, file.max_txid);
-    let io = |source| RestoreError::Io {
+    let mut out = fs::File::create(&path).map_err(|source| RestoreError::Io {
         what: path.display().to_string(),
         source,
-    };
-    let mut out = fs::File::create(&path).map_err(io)?;
-    let mut offset = 0;
-    while offset < file.size {
-        let len = CHUNK.min(file.size - offset);
-        let bytes = store.get_ltx(&file, Some((offset, Some(len)))).await?;
-        if bytes.is_empty() {
-            return Err(StorageError::Protocol {
-                what: key,
-                detail: format!("object ends at {offset} bytes, listed as {}", file.size),
-            }
-            .into());
+    })?;
+    let got = store.get_into(&key, 0, &mut out).await?;
+    if got != file.size {
+        return Err(StorageError::Protocol {
+            what: key,
+            detail: format!("object has {got} bytes, listed as {}", file.size),
         }
-        out.write_all(&bytes).map_err(io)?;
-        offset += bytes.len() as u64;
+        .into());
     }
-    Ok(offset)
+    Ok(got)
 }
 
 fn fsync_dir(path: &Path) -> std::io::Result<()> {

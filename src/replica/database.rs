@@ -172,7 +172,7 @@ impl ReplicaDb {
         self: &Arc<Self>,
         v: &Arc<Version>,
         pgno: u32,
-        sequential: bool,
+        ahead: ReadAhead,
     ) -> Result<Page, String> {
         let Some(r) = v.pages.get(&pgno).copied() else {
             // Within the database but in no file: never written (zero), as restore leaves it.
@@ -182,7 +182,7 @@ impl ReplicaDb {
         let key = (file_key(&self.store, &file), pgno);
         if let Some(p) = cache().get(&key) {
             self.counters.hit();
-            self.prefetch_after(v, pgno, &p, sequential);
+            self.prefetch_after(v, pgno, &p, ahead);
             return Ok(p);
         }
         self.counters.miss();
@@ -194,7 +194,7 @@ impl ReplicaDb {
             crate::runtime::block_on(fetch_page(&store, &file, pgno, r.offset, r.size, page_size))
         });
         let page = fetched.map_err(|e| e.to_string())?;
-        self.prefetch_after(v, pgno, &page, sequential);
+        self.prefetch_after(v, pgno, &page, ahead);
         Ok(page)
     }
 
@@ -206,14 +206,18 @@ impl ReplicaDb {
         v: &Arc<Version>,
         pgno: u32,
         page: &[u8],
-        sequential: bool,
+        ahead: ReadAhead,
     ) {
         let limit = self.config.prefetch;
         if limit == 0 {
             return;
         }
-        let mut wanted: Vec<u32> = btree_children(pgno, page);
-        if sequential {
+        let mut wanted: Vec<u32> = if ahead.children {
+            btree_children(pgno, page)
+        } else {
+            Vec::new()
+        };
+        if ahead.sequential {
             wanted.extend(pgno + 1..=pgno.saturating_add(limit as u32).min(v.commit));
         }
         let mut refs: Vec<(u32, super::version::PageRef)> = wanted
@@ -334,6 +338,20 @@ async fn fetch_page(
     Ok(Arc::from(data))
 }
 
+/// What a read may fetch ahead of need.
+#[derive(Debug, Clone, Copy)]
+struct ReadAhead {
+    /// The pages that follow (a scan in page order).
+    sequential: bool,
+    /// The children of an interior B-tree page (a scan or a join walking the tree).
+    children: bool,
+}
+
+/// Pages (beyond page 1) a point lookup reads: root, interior, leaf, and one overflow. A read
+/// transaction reading more is a scan or a join, and prefetch starts paying; before that it
+/// would only add GETs to a lookup.
+const LOOKUP_PAGES: u32 = 4;
+
 /// One open handle (one connection's main database file).
 pub struct ReplicaFile {
     pub db: Arc<ReplicaDb>,
@@ -342,6 +360,11 @@ pub struct ReplicaFile {
     /// The version of the read transaction in progress (between SHARED lock and unlock).
     txn: Option<Arc<Version>>,
     last_pgno: u32,
+    /// Consecutive reads of the next page.
+    run: u32,
+    /// Pages read in this read transaction (page 1 aside), and the last interior page.
+    pages_read: u32,
+    last_interior: Option<u32>,
 }
 
 impl ReplicaFile {
@@ -352,6 +375,9 @@ impl ReplicaFile {
             pinned: None,
             txn: None,
             last_pgno: 0,
+            run: 0,
+            pages_read: 0,
+            last_interior: None,
         };
         if target != Target::Latest {
             if let Err(e) = f.set_target(target) {
@@ -395,6 +421,9 @@ impl ReplicaFile {
 
     pub fn end_read(&mut self) {
         self.txn = None;
+        self.pages_read = 0;
+        self.last_interior = None;
+        self.run = 0;
     }
 
     pub fn file_size(&self) -> u64 {
@@ -413,9 +442,7 @@ impl ReplicaFile {
                 break;
             }
             let pgno = (at / ps + 1) as u32;
-            let sequential = pgno == self.last_pgno + 1;
-            self.last_pgno = pgno;
-            let page = self.page_with_replan(&v, pgno, sequential)?;
+            let page = self.read_page(&v, pgno)?;
             let in_page = (at % ps) as usize;
             let n = (buf.len() - done).min(page.len() - in_page);
             buf[done..done + n].copy_from_slice(&page[in_page..in_page + n]);
@@ -427,16 +454,49 @@ impl ReplicaFile {
         Ok(done)
     }
 
+    /// One page, deciding what to fetch ahead from this transaction's reads so far.
+    fn read_page(&mut self, v: &Arc<Version>, pgno: u32) -> Result<Page, String> {
+        self.run = if pgno == self.last_pgno + 1 {
+            self.run + 1
+        } else {
+            0
+        };
+        self.last_pgno = pgno;
+        if pgno != 1 {
+            self.pages_read += 1;
+        }
+        let scanning = self.pages_read > LOOKUP_PAGES;
+        let ahead = ReadAhead {
+            sequential: scanning && self.run >= 2,
+            children: scanning,
+        };
+        if self.pages_read == LOOKUP_PAGES + 1 {
+            // Became a scan: the interior page read earlier gets its prefetch now.
+            if let Some(interior) = self.last_interior.filter(|&p| p != pgno) {
+                let all = ReadAhead {
+                    sequential: false,
+                    children: true,
+                };
+                self.page_with_replan(v, interior, all)?;
+            }
+        }
+        let page = self.page_with_replan(v, pgno, ahead)?;
+        if pgno != 1 && !btree_children(pgno, &page).is_empty() {
+            self.last_interior = Some(pgno);
+        }
+        Ok(page)
+    }
+
     fn page_with_replan(
         &mut self,
         v: &Arc<Version>,
         pgno: u32,
-        sequential: bool,
+        ahead: ReadAhead,
     ) -> Result<Page, String> {
         let mut v = v.clone();
         let mut last_err = String::new();
         for _ in 0..REPLAN_ATTEMPTS {
-            match self.db.page(&v, pgno, sequential) {
+            match self.db.page(&v, pgno, ahead) {
                 Ok(p) => return Ok(p),
                 Err(e) if e.contains("not found") => {
                     // Compaction or retention removed the file: the same TXID may be served

@@ -132,6 +132,18 @@ impl FileStore {
         .await
     }
 
+    /// Copies the object from `offset` to its end into `out`.
+    pub async fn get_into(&self, key: &str, offset: u64, out: &mut File) -> Result<u64> {
+        let path = self.path(key);
+        let mut dst = out.try_clone().map_err(io_err(&path))?;
+        blocking(move || {
+            let mut f = File::open(&path).map_err(io_err(&path))?;
+            f.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
+            io::copy(&mut f, &mut dst).map_err(io_err(&path))
+        })
+        .await
+    }
+
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key);
         blocking(move || Ok(object_meta(&fs::metadata(&path).map_err(io_err(&path))?))).await

@@ -150,6 +150,15 @@ impl Store {
         }
     }
 
+    /// Streams an object, from `offset` to its end, into `out` (memory stays small whatever
+    /// its size). Returns the bytes written.
+    pub async fn get_into(&self, key: &str, offset: u64, out: &mut std::fs::File) -> Result<u64> {
+        match self {
+            Self::File(f) => f.get_into(key, offset, out).await,
+            Self::S3(s) => s.get_into(key, offset, out).await,
+        }
+    }
+
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
         match self {
             Self::File(f) => f.head(key).await,

@@ -20,9 +20,13 @@ pub fn start(r: Arc<Replicator>) {
 
 /// The replica's newest TXID over every level.
 async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
+    let listings = futures_util::future::join_all(
+        (0..=crate::storage::SNAPSHOT_LEVEL).map(|level| r.store.list_ltx(level, 0)),
+    )
+    .await;
     let mut max = 0;
-    for level in (0..=crate::storage::SNAPSHOT_LEVEL).rev() {
-        if let Some(f) = r.store.list_ltx(level, 0).await?.last() {
+    for files in listings {
+        if let Some(f) = files?.last() {
             max = max.max(f.max_txid);
         }
     }
