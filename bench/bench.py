@@ -5,7 +5,7 @@ bench/results.md.
 
 BENCH_SCALE (default 1.0) scales every size and duration; 0.05 is a quick smoke run.
 BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica,pitr,many) runs only some sections.
-BENCH_RESTORE_BIG=1 adds a 1 GB (scaled) restore of ours (too big for the bench RGW at full scale).
+BENCH_RESTORE_BIG=1 adds a 1 GB (scaled) restore of ours, from a file:// replica (too big for the bench RGW).
 """
 import datetime
 import hashlib
@@ -768,7 +768,15 @@ def restore_section(store):
 
 
 def restore_big(store, env):
-    con, path, prefix, url = writer(store, "restore-big")
+    # On a file:// replica: the bench RGW keeps every object in 2 GB of RAM, too little for
+    # a 1 GB database's files. What is measured is the restoring process's memory.
+    path = fresh_path("restore-big")
+    replica = WORK / "restore-big-replica"
+    shutil.rmtree(replica, ignore_errors=True)
+    url = f"file://{replica}"
+    con = sqlite3.connect(f"file:{path}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}",
+                          uri=True, isolation_level=None, timeout=30)
+    con.execute("pragma journal_mode=wal")
     con.execute("create table r(id integer primary key, k integer, v blob)")
     t0 = time.monotonic()
     fill(con, "r", RESTORE_BIG_MB, 1000)
@@ -783,6 +791,7 @@ def restore_big(store, env):
     size = out.stat().st_size / 2**20
     out.unlink()
     path.unlink()
+    shutil.rmtree(replica, ignore_errors=True)
     return {"mb": size, "secs": secs, "rss": rss}
 
 
@@ -987,10 +996,10 @@ def report_restore(r):
             "Runs alternate ours, litestream, ours, ...; the output is deleted between runs (page cache stays warm for both)."]
     if r["big"]:
         b = r["big"]
-        out += [f"- **{b['mb']:,.0f} MB database** (loaded in 20 transactions, no updates; only L0 files), ours only: "
+        out += [f"- **{b['mb']:,.0f} MB database** (loaded in 20 transactions, no updates; only L0 files; on a `file://` replica, as the bench RGW is too small), ours only: "
                 f"restore {b['secs']:.1f} s, peak RSS **{b['rss']:.0f} MB**."]
     else:
-        out += [f"- {RESTORE_BIG_MB:,.0f} MB database restore: not run (BENCH_RESTORE_BIG=1; needs a store bigger than the bench RGW's 2 GB memstore at full scale)."]
+        out += [f"- {RESTORE_BIG_MB:,.0f} MB database restore: not run (BENCH_RESTORE_BIG=1)."]
     return "\n".join(out + [""])
 
 
