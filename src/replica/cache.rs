@@ -9,6 +9,16 @@ pub type Page = Arc<[u8]>;
 /// (file identity, pgno).
 pub type Key = (u64, u32);
 
+/// The cache identity of one LTX file of one store.
+pub fn file_key(store: &crate::storage::Store, f: &crate::storage::LtxFileInfo) -> u64 {
+    let name = format!(
+        "{}|{}",
+        store.describe(),
+        store.ltx_key(f.level, f.min_txid, f.max_txid)
+    );
+    crate::ltx::crc64(name.as_bytes())
+}
+
 /// Default cache budget: 64 MiB of pages (LITESTREAM_CACHE_SIZE overrides, e.g. `512M`).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 

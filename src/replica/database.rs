@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::cache::{cache, Counters, Page};
+use super::cache::{cache, file_key, Counters, Page};
 use super::prefetch::btree_children;
 use super::version::Version;
 use crate::ltx::{self, decode_page_frame};
@@ -38,15 +38,6 @@ pub struct ReplicaDb {
 static OPEN: LazyLock<Mutex<HashMap<String, Arc<ReplicaDb>>>> = LazyLock::new(Default::default);
 
 /// Identity of an LTX file for the cache: its store and name.
-fn file_key(store: &Store, f: &LtxFileInfo) -> u64 {
-    let name = format!(
-        "{}|{}",
-        store.describe(),
-        store.ltx_key(f.level, f.min_txid, f.max_txid)
-    );
-    ltx::crc64(name.as_bytes())
-}
-
 impl ReplicaDb {
     /// The shared state of `config.replica_url`, opened (and its latest version built) once
     /// per process while handles are open.

@@ -53,6 +53,18 @@ pub async fn fetch_index(
         let whole = store.get_ltx(f, None).await?;
         let header = Header::decode(&whole).map_err(err)?;
         let index = PageIndex::parse_tail(&whole, whole.len() as u64).map_err(err)?;
+        // The pages came along: cache them (a reader following the replica reads them next).
+        let key = super::cache::file_key(store, f);
+        for e in &index.entries {
+            let frame = whole.get(e.offset as usize..(e.offset + e.size) as usize);
+            if let Some(Ok((pgno, data))) =
+                frame.map(|fr| ltx::decode_page_frame(fr, header.page_size))
+            {
+                if pgno == e.pgno {
+                    super::cache::cache().insert((key, pgno), Arc::from(data));
+                }
+            }
+        }
         return Ok((header, index));
     }
     let tail_len = ESTIMATED_PAGE_INDEX_SIZE.min(f.size);
