@@ -208,6 +208,27 @@ def test_rollback_refuses_what_it_cannot_do_safely(connect, tmp_path):
     other.close()
 
 
+def test_rollback_refused_without_the_lease(connect, tmp_path):
+    """Another writer holds the destination's lease: the rollback could never ship, so it
+    refuses at once and changes nothing."""
+    url = f"file://{tmp_path}/replica"
+    a = open_replicated(connect, tmp_path / "a.db", url, **{"min-interval": "0"})
+    a.execute("create table t(x)")
+    a.execute("insert into t values(1)")
+    sync(a)
+    b = open_replicated(connect, tmp_path / "b.db", url, **{"min-interval": "0"})
+    b.execute("pragma journal_mode=wal")
+    b.execute("create table u(y)")
+    before = dump(tmp_path / "b.db")
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="does not hold the lease.*held by"):
+        rollback(b, 1)
+    assert time.monotonic() - t0 < 10
+    assert dump(tmp_path / "b.db") == before
+    b.close()
+    a.close()
+
+
 @pytest.fixture
 def switchable_store():
     """moto behind a proxy that can be told to refuse every request, or only writes."""

@@ -338,9 +338,9 @@ struct ReadAhead {
     children: bool,
 }
 
-/// Pages (beyond page 1) a point lookup reads: root, interior, leaf, and one overflow. A read
-/// transaction reading more is a scan or a join, and prefetch starts paying; before that it
-/// would only add GETs to a lookup.
+/// Pages (beyond page 1) a point lookup reads: root, interior, leaf, and one overflow. A
+/// connection that has read more is scanning, joining or looking up again and again, and
+/// prefetch starts paying; before that (a single lookup after open) it would only add GETs.
 const LOOKUP_PAGES: u32 = 4;
 
 /// One open handle (one connection's main database file).
@@ -353,7 +353,8 @@ pub struct ReplicaFile {
     last_pgno: u32,
     /// Consecutive reads of the next page.
     run: u32,
-    /// Pages read in this read transaction (page 1 aside), and the last interior page.
+    /// Pages read by this connection (page 1 aside), and the last interior page read in
+    /// this transaction.
     pages_read: u32,
     last_interior: Option<u32>,
 }
@@ -412,7 +413,6 @@ impl ReplicaFile {
 
     pub fn end_read(&mut self) {
         self.txn = None;
-        self.pages_read = 0;
         self.last_interior = None;
         self.run = 0;
     }
@@ -454,7 +454,7 @@ impl ReplicaFile {
         };
         self.last_pgno = pgno;
         if pgno != 1 {
-            self.pages_read += 1;
+            self.pages_read = self.pages_read.saturating_add(1);
         }
         let scanning = self.pages_read > LOOKUP_PAGES;
         let ahead = ReadAhead {

@@ -281,7 +281,7 @@ impl Replicator {
     /// the replica has every commit, and we hold the lease, so the new TXID can ship.
     /// Returns the TXID the database and the replica are both at.
     pub fn ready_to_write(&self, timeout: Duration) -> Result<u64, String> {
-        let txid = self.sync(timeout)?;
+        // The lease first: another writer's lease is a clear, immediate refusal.
         if self.config.lease {
             let held = crate::runtime::block_on(shipper::hold_lease(self))
                 .map_err(|e| format!("cannot take the lease: {e}"))?;
@@ -300,7 +300,7 @@ impl Replicator {
                 ));
             }
         }
-        Ok(txid)
+        self.sync(timeout)
     }
 
     pub fn status(&self) -> Status {
