@@ -34,6 +34,17 @@ def use_store(monkeypatch, kind, tmp_path):
     return store
 
 
+def assert_both_restore(boot, store, url, tmp_path, expected_by_txid):
+    """Our restore and `litestream restore` give exactly the expected state at each TXID
+    (None: the latest)."""
+    for txid, expected in expected_by_txid.items():
+        ours = tmp_path / f"ours-{txid}.db"
+        restore(boot, url, ours, txid)
+        assert dump(ours) == expected, f"our restore at {txid}"
+        theirs = litestream_restore(store, url, tmp_path / f"theirs-{txid}.db", txid)
+        assert dump(theirs) == expected, f"litestream restore at {txid}"
+
+
 def build_history(con, db, rng, steps):
     """Random commits; returns {txid: dump} after each."""
     recorded = {}
@@ -82,12 +93,8 @@ def test_agent_loop_rollback(connect, tmp_path, monkeypatch, kind):
     reader.close()
     # History is kept: both states restore, with both tools.
     boot = connect()
-    for txid, expected in ((broken_txid, broken), (broken_txid + 1, good), (None, good)):
-        out = tmp_path / f"ours-{txid}.db"
-        restore(boot, url, out, txid)
-        assert dump(out) == expected, f"our restore at {txid}"
-        theirs = litestream_restore(store, url, tmp_path / f"theirs-{txid}.db", txid)
-        assert dump(theirs) == expected, f"litestream restore at {txid}"
+    assert_both_restore(boot, store, url, tmp_path,
+                        {broken_txid: broken, broken_txid + 1: good, None: good})
     # Replication carries on from the rollback.
     con.execute("insert into t(k, v) values(4242, 'after the rollback')")
     after_txid, after = txid_of(con, db), dump(db)
@@ -152,12 +159,7 @@ def test_rollback_in_rollback_journal_modes(connect, tmp_path, journal_mode):
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         other.execute("select count(*) from extra").fetchone()
     assert con.execute("pragma journal_mode").fetchone()[0] == journal_mode
-    boot = connect()
-    for txid, expected in ((broken_txid, broken), (None, recorded[target])):
-        out = tmp_path / f"ours-{txid}.db"
-        restore(boot, url, out, txid)
-        assert dump(out) == expected
-        assert dump(litestream_restore(store, url, tmp_path / f"theirs-{txid}.db", txid)) == expected
+    assert_both_restore(connect(), store, url, tmp_path, {broken_txid: broken, None: recorded[target]})
     con.execute("insert into t(k, v) values(5, 'after')")
     assert txid_of(con, db) == broken_txid + 2
     other.close()
@@ -314,11 +316,8 @@ def test_fork_at_several_targets(connect, tmp_path, monkeypatch, kind):
             assert summary["bytes_uploaded"] > 0, summary
         if name == "first":
             assert summary["server_side_copy"], summary
-        ours = tmp_path / f"fork-{name}.db"
-        restore(boot, dst, ours)
-        assert dump(ours) == recorded[expected_txid], name
-        theirs = litestream_restore(store, dst, tmp_path / f"fork-{name}-theirs.db")
-        assert dump(theirs) == recorded[expected_txid], name
+        (tmp_path / name).mkdir()
+        assert_both_restore(boot, store, dst, tmp_path / name, {None: recorded[expected_txid]})
         forks[name] = (dst, expected_txid)
     # The replica VFS reads a fork at once.
     dst, txid = forks["middle"]

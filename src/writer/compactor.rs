@@ -55,6 +55,17 @@ struct Seen {
     retention_until_ms: i64,
 }
 
+impl Seen {
+    /// Whether `level` has input it has not compacted yet (new uploads for L1).
+    fn has_input(&self, level: usize, uploads: u64) -> bool {
+        if level == 1 {
+            uploads > self.uploads_at_l1
+        } else {
+            self.produced[level - 1] > self.consumed[level]
+        }
+    }
+}
+
 async fn run(r: Arc<Replicator>) {
     let cfg = r.config.clone();
     let offset = spread_offset(&r.db_path);
@@ -83,13 +94,7 @@ async fn run(r: Arc<Replicator>) {
         let now = now_millis();
         let mut wakes: Vec<i64> = Vec::new();
         for (i, &at) in due.iter().enumerate() {
-            let level = i + 1;
-            let fresh = if level == 1 {
-                uploads > seen.uploads_at_l1
-            } else {
-                seen.produced[level - 1] > seen.consumed[level]
-            };
-            if fresh || catch_up {
+            if seen.has_input(i + 1, uploads) || catch_up {
                 wakes.push(at);
             }
         }
@@ -132,12 +137,7 @@ async fn run(r: Arc<Replicator>) {
             if due[i] <= now {
                 due[i] = next_boundary(now, *interval, offset);
                 let level = i + 1;
-                let fresh_input = if level == 1 {
-                    uploads > seen.uploads_at_l1
-                } else {
-                    seen.produced[level - 1] > seen.consumed[level]
-                };
-                if fresh_input || catch_up {
+                if seen.has_input(level, uploads) || catch_up {
                     todo.push(level as u8);
                 }
             }
