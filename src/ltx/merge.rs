@@ -103,6 +103,16 @@ fn merge_pages<R: Read>(
 /// (that is how a shrink propagates). Memory is one page per input, whatever the sizes.
 /// Database checksums are carried only when every input tracks them.
 pub fn merge<R: Read, W: Write>(inputs: Vec<Decoder<R>>, out: W) -> Result<(W, MergeSummary)> {
+    merge_stamped(inputs, out, None)
+}
+
+/// [`merge`], with the output's timestamp set to `timestamp` (ms) when given (Litestream
+/// stamps a snapshot with the time it was taken).
+pub fn merge_stamped<R: Read, W: Write>(
+    inputs: Vec<Decoder<R>>,
+    out: W,
+    timestamp: Option<i64>,
+) -> Result<(W, MergeSummary)> {
     let (first, last) = match (inputs.first(), inputs.last()) {
         (Some(f), Some(l)) => (*f.header(), *l.header()),
         _ => return Err(LtxError::NoInputs),
@@ -114,7 +124,7 @@ pub fn merge<R: Read, W: Write>(inputs: Vec<Decoder<R>>, out: W) -> Result<(W, M
         last.commit,
         first.min_txid,
         last.max_txid,
-        last.timestamp,
+        timestamp.unwrap_or(last.timestamp),
     );
     if tracks {
         header.flags &= !HEADER_FLAG_NO_CHECKSUM;

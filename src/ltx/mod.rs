@@ -17,7 +17,9 @@ pub use encoder::{EncodeSummary, Encoder};
 pub use error::LtxError;
 pub use header::{Header, Trailer};
 pub use index::{IndexLocation, PageIndex, PageIndexEntry};
-pub use merge::{apply_to_database, check_contiguous, merge, ApplySummary, MergeSummary};
+pub use merge::{
+    apply_to_database, check_contiguous, merge, merge_stamped, ApplySummary, MergeSummary,
+};
 
 /// File magic shared by LTX versions 2 and 3.
 pub const MAGIC: &[u8; 4] = b"LTX1";

@@ -7,8 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::ltx;
 use crate::restore::{self, RestoreError, Target};
 use crate::storage::{PutCondition, Store, SNAPSHOT_LEVEL};
@@ -84,14 +82,14 @@ pub async fn fork(
         summary.bytes_copied_server_side = last.size;
         summary.timestamp = crate::timefmt::rfc3339_millis(last.created_at_ms);
     } else {
-        let (bytes, header) = crate::writer::compactor::fetch_and_merge(&src, &chain, work).await?;
+        let merged = crate::writer::compactor::fetch_and_merge(&src, &chain, work, None).await?;
         summary.bytes_downloaded = chain.iter().map(|f| f.size).sum();
-        summary.bytes_uploaded = bytes.len() as u64;
-        summary.timestamp = crate::timefmt::rfc3339_millis(header.timestamp);
-        dst.put_ltx(
+        summary.bytes_uploaded = merged.size;
+        summary.timestamp = crate::timefmt::rfc3339_millis(merged.header.timestamp);
+        dst.put_ltx_file(
             SNAPSHOT_LEVEL,
-            &header,
-            Bytes::from(bytes),
+            &merged.header,
+            &merged.path,
             PutCondition::IfNoneMatch,
         )
         .await

@@ -160,10 +160,24 @@ impl FileStore {
         blocking(move || put_blocking(&path, &body, &condition, timestamp_ms)).await
     }
 
-    /// Copies `src_key` of `src` to `key` here, never replacing an object. Returns its size.
-    pub async fn copy_from(&self, src: &FileStore, src_key: &str, key: &str) -> Result<u64> {
+    /// Copies `src_key` of `src` to `key` here, never replacing an object.
+    pub async fn copy_from(&self, src: &FileStore, src_key: &str, key: &str) -> Result<()> {
         let (from, to) = (src.path(src_key), self.path(key));
-        blocking(move || copy_blocking(&from, &to)).await
+        blocking(move || copy_blocking(&from, &to, &PutCondition::IfNoneMatch, None).map(|_| ()))
+            .await
+    }
+
+    /// Writes the local file `src` as `key` (see `put`).
+    pub async fn put_file(
+        &self,
+        key: &str,
+        src: &Path,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let (from, to) = (src.to_path_buf(), self.path(key));
+        let modified = timestamp_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+        blocking(move || copy_blocking(&from, &to, &condition, modified)).await
     }
 
     pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {
@@ -256,14 +270,23 @@ fn temp_beside(path: &Path) -> Result<PathBuf> {
     Ok(dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>())))
 }
 
-/// Copies `src` to `path` (created, never replacing: If-None-Match), keeping its mtime.
-fn copy_blocking(src: &Path, path: &Path) -> Result<u64> {
+/// Copies `src` to `path` if `condition` holds, with mtime `modified` (default: the
+/// source's). Returns the new ETag.
+fn copy_blocking(
+    src: &Path,
+    path: &Path,
+    condition: &PutCondition,
+    modified: Option<SystemTime>,
+) -> Result<String> {
     let tmp = temp_beside(path)?;
     let result = (|| {
-        let bytes = fs::copy(src, &tmp).map_err(io_err(src))?;
-        let modified = fs::metadata(src)
-            .and_then(|m| m.modified())
-            .map_err(io_err(src))?;
+        fs::copy(src, &tmp).map_err(io_err(src))?;
+        let modified = match modified {
+            Some(t) => t,
+            None => fs::metadata(src)
+                .and_then(|m| m.modified())
+                .map_err(io_err(src))?,
+        };
         let f = OpenOptions::new()
             .write(true)
             .open(&tmp)
@@ -271,8 +294,7 @@ fn copy_blocking(src: &Path, path: &Path) -> Result<u64> {
         f.set_times(FileTimes::new().set_modified(modified))
             .map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
-        install(&tmp, path, &PutCondition::IfNoneMatch)?;
-        Ok(bytes)
+        install(&tmp, path, condition)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

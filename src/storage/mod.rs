@@ -231,6 +231,22 @@ impl Store {
             .await
     }
 
+    /// Writes the LTX file at `src` (streamed from disk) under its key.
+    pub async fn put_ltx_file(
+        &self,
+        level: u8,
+        header: &ltx::Header,
+        src: &std::path::Path,
+        condition: PutCondition,
+    ) -> Result<String> {
+        let key = self.ltx_key(level, header.min_txid, header.max_txid);
+        let ts = Some(header.timestamp);
+        match self {
+            Self::File(f) => f.put_file(&key, src, condition, ts).await,
+            Self::S3(s) => s.put_file(&key, src, condition, ts).await,
+        }
+    }
+
     pub async fn get_ltx(
         &self,
         info: &LtxFileInfo,

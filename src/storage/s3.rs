@@ -454,6 +454,47 @@ impl S3Store {
         condition: PutCondition,
         timestamp_ms: Option<i64>,
     ) -> Result<String> {
+        let length = body.len() as u64;
+        self.put_body(
+            key,
+            length,
+            || Ok(body.clone().into()),
+            condition,
+            timestamp_ms,
+        )
+        .await
+    }
+
+    /// Uploads the file at `src`, streamed from disk (memory stays small whatever its size).
+    pub async fn put_file(
+        &self,
+        key: &str,
+        src: &std::path::Path,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let io = |source| StorageError::Io {
+            what: src.display().to_string(),
+            source,
+        };
+        let length = std::fs::metadata(src).map_err(io)?.len();
+        let body = || {
+            let f = std::fs::File::open(src).map_err(io)?;
+            Ok(reqwest::Body::from(tokio::fs::File::from_std(f)))
+        };
+        self.put_body(key, length, body, condition, timestamp_ms)
+            .await
+    }
+
+    /// One PUT; `body` makes the body afresh for each attempt.
+    async fn put_body(
+        &self,
+        key: &str,
+        length: u64,
+        body: impl Fn() -> Result<reqwest::Body>,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
         let what = self.what(key);
         let full = self.full_key(key);
         let timestamp = timestamp_ms.map(timefmt::rfc3339_millis);
@@ -462,10 +503,10 @@ impl S3Store {
             PutCondition::IfNoneMatch => Some(("if-none-match", "*".to_string())),
             PutCondition::IfMatch(etag) => Some(("if-match", self.if_match_value(etag))),
         };
+        let length = length.to_string();
         let resp = self
             .send(&what, || {
                 let action = self.bucket.put_object(None, &full);
-                let length = body.len().to_string();
                 let mut headers = vec![
                     ("content-type", "application/octet-stream"),
                     ("content-length", length.as_str()),
@@ -478,7 +519,7 @@ impl S3Store {
                 }
                 Ok(self
                     .request(Method::PUT, action.sign(URL_TTL), &headers)?
-                    .body(body.clone()))
+                    .body(body()?))
             })
             .await?;
         Ok(resp

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::Replicator;
 use crate::ltx::{self, Decoder};
 use crate::restore::{self, RestoreError, Target};
@@ -200,64 +198,94 @@ async fn run(r: Arc<Replicator>) {
     }
 }
 
-/// Downloads `files` to `work` and merges them into one LTX file (in memory: the output of a
-/// compaction is uploaded with one PUT).
+/// A merged LTX file on disk; its working directory goes when this is dropped.
+pub(crate) struct Merged {
+    dir: PathBuf,
+    pub path: PathBuf,
+    pub header: ltx::Header,
+    pub size: u64,
+}
+
+impl Drop for Merged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Downloads `files` to `work` and merges them, streaming, into one LTX file there (stamped
+/// `timestamp` when given): memory is a page per input whatever the database size.
 pub(crate) async fn fetch_and_merge(
     store: &Arc<Store>,
     files: &[LtxFileInfo],
     work: &Path,
-) -> Result<(Vec<u8>, ltx::Header), RestoreError> {
+    timestamp: Option<i64>,
+) -> Result<Merged, RestoreError> {
     let dir = work.join(format!("{:016x}", rand::random::<u64>()));
     let io = |what: &Path| {
         let what = what.display().to_string();
         move |source| RestoreError::Io { what, source }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let result = async {
-        let mut paths = Vec::with_capacity(files.len());
-        for (i, f) in files.iter().enumerate() {
-            let p = dir.join(format!("{i:06}.ltx"));
-            restore::download(store.clone(), f.clone(), p.clone()).await?;
-            paths.push(p);
-        }
-        let files = files.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let mut decoders = Vec::with_capacity(paths.len());
-            for p in &paths {
-                let f = std::fs::File::open(p).map_err(io(p))?;
-                decoders.push(Decoder::new(std::io::BufReader::new(f)).map_err(|source| {
-                    RestoreError::Ltx {
-                        what: p.display().to_string(),
-                        source,
-                    }
-                })?);
-            }
-            let (bytes, summary) =
-                ltx::merge(decoders, Vec::new()).map_err(|source| match source {
-                    ltx::LtxError::Input { index, source } => RestoreError::Ltx {
-                        what: format!(
-                            "LTX file {} (level {})",
-                            ltx::file_name(files[index].min_txid, files[index].max_txid),
-                            files[index].level
-                        ),
-                        source: *source,
-                    },
-                    source => RestoreError::Ltx {
-                        what: "compaction".into(),
-                        source,
-                    },
-                })?;
-            Ok((bytes, summary.header))
-        })
-        .await
-        .map_err(|e| RestoreError::Io {
-            what: "merge task".into(),
-            source: std::io::Error::other(e),
-        })?
+    let mut merged = Merged {
+        path: dir.join("merged.ltx"),
+        dir,
+        header: ltx::Header::new(512, 0, 1, 1, 0),
+        size: 0,
+    };
+    let mut paths = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let p = merged.dir.join(format!("{i:06}.ltx"));
+        restore::download(store.clone(), f.clone(), p.clone()).await?;
+        paths.push(p);
     }
-    .await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let files = files.to_vec();
+    let out_path = merged.path.clone();
+    let header = tokio::task::spawn_blocking(move || {
+        let mut decoders = Vec::with_capacity(paths.len());
+        for p in &paths {
+            let f = std::fs::File::open(p).map_err(io(p))?;
+            decoders.push(Decoder::new(std::io::BufReader::new(f)).map_err(|source| {
+                RestoreError::Ltx {
+                    what: p.display().to_string(),
+                    source,
+                }
+            })?);
+        }
+        let out = std::fs::File::create(&out_path).map_err(io(&out_path))?;
+        let (out, summary) = ltx::merge_stamped(decoders, std::io::BufWriter::new(out), timestamp)
+            .map_err(|source| match source {
+                ltx::LtxError::Input { index, source } => RestoreError::Ltx {
+                    what: format!(
+                        "LTX file {} (level {})",
+                        ltx::file_name(files[index].min_txid, files[index].max_txid),
+                        files[index].level
+                    ),
+                    source: *source,
+                },
+                source => RestoreError::Ltx {
+                    what: "compaction".into(),
+                    source,
+                },
+            })?;
+        out.into_inner()
+            .map_err(|e| io(&out_path)(e.into_error()))?
+            .sync_all()
+            .map_err(io(&out_path))?;
+        for p in &paths {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok::<_, RestoreError>(summary.header)
+    })
+    .await
+    .map_err(|e| RestoreError::Io {
+        what: "merge task".into(),
+        source: std::io::Error::other(e),
+    })??;
+    merged.header = header;
+    merged.size = std::fs::metadata(&merged.path)
+        .map_err(io(&merged.path))?
+        .len();
+    Ok(merged)
 }
 
 /// The files of `src` that continue each other from its first one, at most `MAX_INPUTS`.
@@ -289,8 +317,9 @@ pub async fn compact(
     if inputs.is_empty() {
         return Ok(None);
     }
-    let (bytes, header) = fetch_and_merge(store, &inputs, work).await?;
-    put_once(store, level, &header, bytes).await?;
+    let merged = fetch_and_merge(store, &inputs, work, None).await?;
+    let header = merged.header;
+    put_once(store, level, &merged).await?;
     log::debug!(
         "compacted {} files into L{level} {}",
         inputs.len(),
@@ -300,14 +329,14 @@ pub async fn compact(
 }
 
 /// Uploads unless that file exists already (a retry after a crash made the same file).
-async fn put_once(
-    store: &Store,
-    level: u8,
-    header: &ltx::Header,
-    bytes: Vec<u8>,
-) -> Result<(), RestoreError> {
+async fn put_once(store: &Store, level: u8, merged: &Merged) -> Result<(), RestoreError> {
     match store
-        .put_ltx(level, header, Bytes::from(bytes), PutCondition::IfNoneMatch)
+        .put_ltx_file(
+            level,
+            &merged.header,
+            &merged.path,
+            PutCondition::IfNoneMatch,
+        )
         .await
     {
         Err(e) if e.is_precondition_failed() => Ok(()),
@@ -338,29 +367,13 @@ pub async fn snapshot(
         return Ok(None); // TXID 1 is itself a snapshot
     }
     let plan = restore::plan(&files, Target::Latest, &store.describe())?;
-    let (bytes, mut header) = fetch_and_merge(store, &plan, work).await?;
-    debug_assert_eq!(header.min_txid, 1);
     // Litestream stamps a snapshot with the time it was taken.
-    header.timestamp = now_millis();
-    let bytes = restamp(bytes, &header)?;
-    put_once(store, SNAPSHOT_LEVEL, &header, bytes).await?;
+    let merged = fetch_and_merge(store, &plan, work, Some(now_millis())).await?;
+    let header = merged.header;
+    debug_assert_eq!(header.min_txid, 1);
+    put_once(store, SNAPSHOT_LEVEL, &merged).await?;
     log::debug!("snapshot {}", ltx::file_name(1, header.max_txid));
     Ok(Some(header))
-}
-
-/// Re-encodes `bytes` with `header` (a new timestamp changes the checksum).
-fn restamp(bytes: Vec<u8>, header: &ltx::Header) -> Result<Vec<u8>, RestoreError> {
-    let err = |source| RestoreError::Ltx {
-        what: "snapshot".into(),
-        source,
-    };
-    let mut dec = Decoder::new(&bytes[..]).map_err(err)?;
-    let mut enc = ltx::Encoder::new(Vec::new(), *header).map_err(err)?;
-    let mut page = Vec::new();
-    while let Some(pgno) = dec.next_page(&mut page).map_err(err)? {
-        enc.encode_page(pgno, &page).map_err(err)?;
-    }
-    Ok(enc.finish(0).map_err(err)?.0)
 }
 
 /// Litestream's retention: L0 files compacted into L1 and older than `l0_retention` go
