@@ -158,6 +158,7 @@ fn invalidate_index(main: SqliteFile, shm: *mut u8) {
     }
     main.shm_barrier();
 }
+
 /// What a mode-specific writer did.
 struct Written {
     from: u64,
