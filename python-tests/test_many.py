@@ -76,8 +76,16 @@ for r in range(rounds):
     open_state = snapshot()
     for con in cons:
         con.close()
-    time.sleep(0.5)
-    out.append({"open": open_state, "closed": snapshot()})
+    # Replicators wind down in the background: wait until they are gone and descriptors settle.
+    deadline, closed = time.time() + 10, snapshot()
+    while time.time() < deadline:
+        time.sleep(0.25)
+        again = snapshot()
+        settled = all(again[k] == closed[k] for k in ("fds", "threads"))
+        closed = again
+        if settled and again["databases"] == 0:
+            break
+    out.append({"open": open_state, "closed": closed})
 print(json.dumps(out))
 """
 
@@ -93,9 +101,10 @@ def test_opening_and_closing_many_databases_leaks_nothing(ext_path, tmp_path):
     assert all(r["open"]["databases"] == n and r["closed"]["databases"] == 0 for r in result), result
     # Threads: a fixed pool whatever the number of databases.
     assert max(r["open"]["threads"] for r in result) <= 16, result
-    # No descriptor, thread or (beyond noise) memory survives a round.
-    assert last["closed"]["fds"] == first["closed"]["fds"], result
-    assert last["closed"]["threads"] == first["closed"]["threads"], result
+    # No descriptor, thread or (beyond noise) memory survives a round: nothing grows with
+    # the rounds (a leak of even one descriptor a round would show as +4).
+    assert last["closed"]["fds"] <= first["closed"]["fds"], result
+    assert last["closed"]["threads"] <= first["closed"]["threads"], result
     assert last["closed"]["rss_mb"] - result[1]["closed"]["rss_mb"] < 16, result
     # Every database's replica holds every round.
     boot = sqlite3.connect(":memory:")
