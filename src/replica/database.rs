@@ -37,7 +37,6 @@ pub struct ReplicaDb {
 
 static OPEN: LazyLock<Mutex<HashMap<String, Arc<ReplicaDb>>>> = LazyLock::new(Default::default);
 
-/// Identity of an LTX file for the cache: its store and name.
 impl ReplicaDb {
     /// The shared state of `config.replica_url`, opened (and its latest version built) once
     /// per process while handles are open.

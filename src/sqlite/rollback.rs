@@ -1,14 +1,16 @@
-//! `litestream_rollback(target)`: returns a live WAL-mode database to its state at a
-//! target as a *new* transaction. `pitr::rollback` decides which pages; here they are
-//! appended to the WAL as one committed transaction under SQLite's write lock, exactly as
-//! SQLite's pager would write them, and SQLite's own WAL recovery then indexes them.
+//! `litestream_rollback(target)`: returns a live database to its state at a target as a
+//! *new* transaction. `pitr::rollback` decides which pages; here they are written the way
+//! SQLite's pager would write them, through our VFS (so capture ships them like any commit).
 //!
 //! SQLite has no public call to write a raw page (the `sqlite_dbpage` table is rarely
-//! compiled in), so: `BEGIN IMMEDIATE` (the write lock: no other writer, readers keep their
-//! snapshots), frames appended through our VFS (so capture ships them like any commit),
-//! fsync, then the wal-index header is marked uninitialized; the next connection to read runs
-//! SQLite's recovery, which rebuilds the index from the WAL file (entries of older frames
-//! come out identical, so readers in the middle of a transaction are unaffected).
+//! compiled in), so:
+//! - WAL mode: `BEGIN IMMEDIATE` (the write lock: no other writer, readers keep their
+//!   snapshots), frames appended, fsync, then the wal-index header is marked uninitialized;
+//!   the next connection to read runs SQLite's recovery, which rebuilds the index from the WAL
+//!   file (entries of older frames come out identical, so readers in the middle of a
+//!   transaction are unaffected).
+//! - Rollback-journal modes: `BEGIN EXCLUSIVE`, a hot journal in SQLite's format, the pages
+//!   written in place, the journal deleted (the commit).
 
 use std::ffi::c_int;
 use std::time::{Duration, Instant};
@@ -165,7 +167,6 @@ struct Written {
     pages: RollbackPages,
     /// WAL mode: the commit frame, to check SQLite's rebuilt index against.
     last_frame: Option<u32>,
-    written: bool,
 }
 
 /// WAL mode, under `BEGIN IMMEDIATE`: frames appended, index invalidated.
@@ -192,7 +193,6 @@ fn write_wal(
             from,
             pages,
             last_frame: None,
-            written: false,
         });
     }
     let last = append_frames(wal_file, &header, &pages)?;
@@ -206,7 +206,6 @@ fn write_wal(
         from,
         pages,
         last_frame: Some(last),
-        written: true,
     })
 }
 
@@ -253,7 +252,6 @@ fn write_in_place(
             from,
             pages,
             last_frame: None,
-            written: false,
         });
     }
     let ps = page_size as usize;
@@ -352,7 +350,6 @@ fn write_in_place(
         from,
         pages,
         last_frame: None,
-        written: true,
     })
 }
 
@@ -445,7 +442,8 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
             ),
         }
     }
-    if done.written {
+    // Something was written (nothing when already at the target): wait for it to ship.
+    if !pages.pages.is_empty() {
         match r.sync(SHIP_TIMEOUT) {
             Ok(txid) => summary.txid = Some(crate::ltx::format_txid(txid)),
             Err(e) => {

@@ -68,7 +68,6 @@ fn build_client(skip_verify: bool) -> std::result::Result<reqwest::Client, Strin
     b.build().map_err(|e| e.to_string())
 }
 
-/// `<Code>` and `<Message>` of an S3 error body.
 /// Percent-encodes an object key for `x-amz-copy-source` (slashes kept).
 fn percent_encode_path(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -83,6 +82,7 @@ fn percent_encode_path(key: &str) -> String {
     out
 }
 
+/// `<Code>` and `<Message>` of an S3 error body.
 fn error_detail(body: &str) -> (String, String) {
     let tag = |name: &str| {
         let open = format!("<{name}>");

@@ -84,7 +84,7 @@ pub struct Replicator {
 pub(crate) static UPLOAD_SLOTS: LazyLock<tokio::sync::Semaphore> =
     LazyLock::new(|| tokio::sync::Semaphore::new(32));
 /// Maintenance passes (compaction, snapshot, retention) running at once across databases:
-/// each may hold a merged file in memory.
+/// each downloads and merges files on disk and keeps the store busy.
 pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
     LazyLock::new(|| tokio::sync::Semaphore::new(16));
 
