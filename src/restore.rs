@@ -107,14 +107,7 @@ pub(crate) async fn list_all(
     store: &Store,
     need_timestamps: bool,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {
-    // All levels at once: a listing is a round trip, and restores are latency-bound.
-    let listings =
-        futures_util::future::join_all((0..=SNAPSHOT_LEVEL).map(|level| store.list_ltx(level, 0)))
-            .await;
-    let mut all = Vec::new();
-    for files in listings {
-        all.extend(files?);
-    }
+    let mut all = store.list_every_level().await?;
     if need_timestamps && matches!(store, Store::S3(_)) {
         for f in all.iter_mut() {
             let meta = store

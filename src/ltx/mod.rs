@@ -50,6 +50,16 @@ pub fn is_valid_page_size(page_size: u32) -> bool {
     (512..=65536).contains(&page_size) && page_size.is_power_of_two()
 }
 
+/// A page size as SQLite stores it in its page-size fields (database header, WAL index):
+/// 65536 does not fit 16 bits and is written as 1.
+pub fn page_size_from_field(raw: u32) -> u32 {
+    if raw == 1 {
+        65536
+    } else {
+        raw
+    }
+}
+
 /// `%016x-%016x.ltx`, as Litestream names files.
 pub fn file_name(min_txid: Txid, max_txid: Txid) -> String {
     format!("{min_txid:016x}-{max_txid:016x}.ltx")

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::ltx::{self, Txid};
-use crate::replica::version::{fetch_index, PageRef, Version};
+use crate::replica::version::{contiguous_runs, fetch_index, PageRef, Version};
 use crate::restore::{self, RestoreError, Target};
 use crate::storage::{LtxFileInfo, Store, SNAPSHOT_LEVEL};
 
@@ -129,20 +129,7 @@ async fn fetch_pages(
             None => pages.push((p, vec![0u8; version.page_size as usize])),
         }
     }
-    refs.sort_by_key(|(_, r)| (r.file, r.offset));
-    let mut runs: Vec<Vec<(u32, PageRef)>> = Vec::new();
-    for item in refs {
-        match runs.last_mut() {
-            Some(run)
-                if run.last().is_some_and(|(_, last)| {
-                    last.file == item.1.file && last.offset + u64::from(last.size) == item.1.offset
-                }) && run.len() < 256 =>
-            {
-                run.push(item)
-            }
-            _ => runs.push(vec![item]),
-        }
-    }
+    let runs = contiguous_runs(refs, 256);
     let mut bytes_read = 0;
     for batch in runs.chunks(8) {
         let fetches = batch.iter().map(|run| async move {

@@ -210,7 +210,7 @@ impl ReplicaDb {
         if ahead.sequential {
             wanted.extend(pgno + 1..=pgno.saturating_add(limit as u32).min(v.commit));
         }
-        let mut refs: Vec<(u32, super::version::PageRef)> = wanted
+        let refs: Vec<(u32, super::version::PageRef)> = wanted
             .into_iter()
             .filter_map(|p| v.pages.get(&p).map(|r| (p, *r)))
             .filter(|(p, r)| {
@@ -221,23 +221,7 @@ impl ReplicaDb {
         if refs.is_empty() {
             return;
         }
-        refs.sort_by_key(|(_, r)| (r.file, r.offset));
-        // Group into runs of contiguous frames in one file.
-        let mut runs: Vec<Vec<(u32, super::version::PageRef)>> = Vec::new();
-        for item in refs {
-            match runs.last_mut() {
-                Some(run)
-                    if run.last().is_some_and(|(_, last)| {
-                        last.file == item.1.file
-                            && last.offset + u64::from(last.size) == item.1.offset
-                    }) =>
-                {
-                    run.push(item)
-                }
-                _ => runs.push(vec![item]),
-            }
-        }
-        for run in runs {
+        for run in super::version::contiguous_runs(refs, usize::MAX) {
             let Ok(permit) = self.prefetch_slots.clone().try_acquire_owned() else {
                 return;
             };

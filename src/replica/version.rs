@@ -30,6 +30,28 @@ pub struct Version {
     pub target: Target,
 }
 
+/// `refs` grouped into runs of adjacent frames of one file (each run one ranged GET), at most
+/// `max_run` pages a run, in file and offset order.
+pub fn contiguous_runs(mut refs: Vec<(u32, PageRef)>, max_run: usize) -> Vec<Vec<(u32, PageRef)>> {
+    refs.sort_by_key(|(_, r)| (r.file, r.offset));
+    let mut runs: Vec<Vec<(u32, PageRef)>> = Vec::new();
+    for item in refs {
+        match runs.last_mut() {
+            Some(run)
+                if run.len() < max_run
+                    && run.last().is_some_and(|(_, last)| {
+                        last.file == item.1.file
+                            && last.offset + u64::from(last.size) == item.1.offset
+                    }) =>
+            {
+                run.push(item)
+            }
+            _ => runs.push(vec![item]),
+        }
+    }
+    runs
+}
+
 /// Files no larger than this are read whole in one GET (header and index together).
 const WHOLE_FILE_READ: u64 = 64 << 10;
 

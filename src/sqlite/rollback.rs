@@ -242,8 +242,8 @@ fn write_in_place(
     let read = |buf: &mut [u8], offset: u64| main.read(buf, offset, "reading the database");
     let mut head = [0u8; 100];
     read(&mut head, 0)?;
-    let raw = u32::from(u16::from_be_bytes([head[16], head[17]]));
-    let page_size = if raw == 1 { 65536 } else { raw };
+    let page_size =
+        crate::ltx::page_size_from_field(u32::from(u16::from_be_bytes([head[16], head[17]])));
     let size = main.size("sizing the database")?;
     let current = (size as u64 / u64::from(page_size.max(512))) as u32;
     let mut pages = plan(r, from, current, page_size, target)?;

@@ -142,6 +142,20 @@ impl Store {
         Ok(files)
     }
 
+    /// The LTX files of every level (0..=9), level by level, listed all at once (a listing
+    /// is a round trip).
+    pub async fn list_every_level(&self) -> Result<Vec<LtxFileInfo>> {
+        let listings = futures_util::future::join_all(
+            (0..=SNAPSHOT_LEVEL).map(|level| self.list_ltx(level, 0)),
+        )
+        .await;
+        let mut all = Vec::new();
+        for files in listings {
+            all.extend(files?);
+        }
+        Ok(all)
+    }
+
     /// Reads a whole object, or `len` bytes from `offset` (to the end when `len` is None).
     pub async fn get(&self, key: &str, range: Option<(u64, Option<u64>)>) -> Result<Bytes> {
         match self {

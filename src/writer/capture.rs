@@ -253,8 +253,7 @@ impl Capture {
     fn read_db_page_size(&mut self) -> Option<u32> {
         let mut b = [0u8; 2];
         self.db_file().ok()?.read_exact_at(&mut b, 16).ok()?;
-        let raw = u32::from(u16::from_be_bytes(b));
-        let size = if raw == 1 { 65536 } else { raw };
+        let size = ltx::page_size_from_field(u32::from(u16::from_be_bytes(b)));
         ltx::is_valid_page_size(size).then_some(size)
     }
 

@@ -20,17 +20,8 @@ pub fn start(r: Arc<Replicator>) {
 
 /// The replica's newest TXID over every level.
 async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
-    let listings = futures_util::future::join_all(
-        (0..=crate::storage::SNAPSHOT_LEVEL).map(|level| r.store.list_ltx(level, 0)),
-    )
-    .await;
-    let mut max = 0;
-    for files in listings {
-        if let Some(f) = files?.last() {
-            max = max.max(f.max_txid);
-        }
-    }
-    Ok(max)
+    let files = r.store.list_every_level().await?;
+    Ok(files.iter().map(|f| f.max_txid).max().unwrap_or(0))
 }
 
 /// Holds the lease (first checking, once, that the store honours conditional writes: one

@@ -32,8 +32,7 @@ impl WalHeader {
         if magic != MAGIC_LE && magic != MAGIC_BE {
             return None;
         }
-        let raw_size = be32(b, 8);
-        let page_size = if raw_size == 1 { 65536 } else { raw_size };
+        let page_size = crate::ltx::page_size_from_field(be32(b, 8));
         if !crate::ltx::is_valid_page_size(page_size) {
             return None;
         }
@@ -202,10 +201,11 @@ impl WalIndexHeader {
         if wal_checksum(native_big, (0, 0), &a[..40]) != (ne(40), ne(44)) {
             return None;
         }
-        let raw_size = u32::from(u16::from_ne_bytes([a[14], a[15]]));
         Some(Self {
             big_endian_checksum: a[13] != 0,
-            page_size: if raw_size == 1 { 65536 } else { raw_size },
+            page_size: crate::ltx::page_size_from_field(u32::from(u16::from_ne_bytes([
+                a[14], a[15],
+            ]))),
             max_frame: ne(16),
             db_pages: ne(20),
             frame_checksum: (ne(24), ne(28)),
