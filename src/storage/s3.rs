@@ -374,43 +374,39 @@ impl S3Store {
     /// Returns the bytes written.
     pub async fn get_into(&self, key: &str, offset: u64, out: &mut std::fs::File) -> Result<u64> {
         use std::io::Write;
+        use std::sync::atomic::Ordering::Relaxed;
         let what = self.what(key);
         let full = self.full_key(key);
-        let mut at = offset;
-        let mut attempt = 0;
-        loop {
-            let range = format!("bytes={at}-");
-            let streamed = async {
-                let mut resp = self
-                    .send_once(&what, || {
-                        let action = self.bucket.get_object(None, &full);
-                        self.request(Method::GET, action.sign(URL_TTL), &[("range", &range)])
-                    })
-                    .await?;
-                while let Some(chunk) = resp.chunk().await.map_err(|e| StorageError::Transport {
-                    what: what.clone(),
-                    detail: format!("reading body: {e}"),
-                })? {
-                    out.write_all(&chunk).map_err(|source| StorageError::Io {
+        let out: &std::fs::File = out;
+        // Where the next attempt resumes: what earlier attempts wrote is kept.
+        let at = std::sync::atomic::AtomicU64::new(offset);
+        let streamed = with_retries(|| async {
+            let range = format!("bytes={}-", at.load(Relaxed));
+            let mut resp = self
+                .send_once(&what, || {
+                    let action = self.bucket.get_object(None, &full);
+                    self.request(Method::GET, action.sign(URL_TTL), &[("range", &range)])
+                })
+                .await?;
+            while let Some(chunk) = resp.chunk().await.map_err(|e| StorageError::Transport {
+                what: what.clone(),
+                detail: format!("reading body: {e}"),
+            })? {
+                (&*out)
+                    .write_all(&chunk)
+                    .map_err(|source| StorageError::Io {
                         what: format!("download of {what}"),
                         source,
                     })?;
-                    at += chunk.len() as u64;
-                }
-                Ok(())
+                at.fetch_add(chunk.len() as u64, Relaxed);
             }
-            .await;
-            match streamed {
-                Ok(()) => return Ok(at - offset),
-                // 416: the object ends exactly where we are (nothing left to read).
-                Err(StorageError::Http { status: 416, .. }) => return Ok(at - offset),
-                Err(e) if e.is_transient() && attempt + 1 < super::retry::ATTEMPTS => {
-                    log::debug!("transient storage error, resuming at {at}: {e}");
-                    tokio::time::sleep(super::retry::backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
+            Ok(())
+        })
+        .await;
+        match streamed {
+            // 416: the object ends exactly where we are (nothing left to read).
+            Ok(()) | Err(StorageError::Http { status: 416, .. }) => Ok(at.load(Relaxed) - offset),
+            Err(e) => Err(e),
         }
     }
 
