@@ -46,3 +46,26 @@ def test_wrong_arity_is_an_error(connect):
         raise AssertionError("two arguments must be refused")
     except sqlite3.OperationalError as e:
         assert "wrong number of arguments" in str(e)
+
+
+LOAD_ON_OUR_VFS = r"""
+import sqlite3, sys, urllib.parse
+ext, tmp = sys.argv[1], sys.argv[2]
+boot = sqlite3.connect(":memory:"); boot.enable_load_extension(True); boot.load_extension(ext)
+replica = urllib.parse.quote(f"file://{tmp}/replica", safe="")
+con = sqlite3.connect(f"file:{tmp}/app.db?vfs=litestream&replica={replica}", uri=True)
+con.enable_load_extension(True)
+con.load_extension(ext)  # resolved through the connection's VFS: ours
+print(con.execute("select json_valid(litestream_status())").fetchone()[0])
+"""
+
+
+def test_loading_on_a_litestream_connection(ext_path, tmp_path):
+    """SQLite loads an extension through the connection's VFS (xDlOpen/xDlSym): on a database
+    opened with vfs=litestream that must work, not crash the host (it did, once)."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", LOAD_ON_OUR_VFS, ext_path, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-2000:]}"
+    assert p.stdout.strip() == "1"
