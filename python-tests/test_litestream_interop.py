@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import Store, random_workload, require
+from helpers import Store, level_files, random_workload, require
 from test_restore import restore
 
 
@@ -55,9 +55,15 @@ dbs:
             monkeypatch.setenv(k, env[k])
     boot = connect()
 
+    said = []
+
+    def listing():
+        return {lvl: level_files(store, url, lvl) for lvl in (0, 1, 2, 9)}
+
     def theirs(out, *args):
         r = subprocess.run([require("LITESTREAM_TEST_BIN"), "restore", "-o", str(out), *args, url],
                            env=env, capture_output=True, text=True, timeout=120)
+        said.append(r.stderr)
         return r.returncode == 0
 
     latest_ours = tmp_path / "ours-latest.db"
@@ -73,7 +79,7 @@ dbs:
             ours_ok = True
         except sqlite3.OperationalError:
             ours_ok = False
-        assert ours_ok == theirs(theirs_out, "-txid", f"{txid:016x}"), f"TXID {txid}"
+        assert ours_ok == theirs(theirs_out, "-txid", f"{txid:016x}"), (txid, said[-1], listing())
         if ours_ok:
             assert ours_out.read_bytes() == theirs_out.read_bytes(), f"TXID {txid}"
             compared += 1
@@ -86,6 +92,12 @@ dbs:
             ours_ok = True
         except sqlite3.OperationalError:
             ours_ok = False
-        assert ours_ok == theirs(theirs_out, "-timestamp", stamp), stamp
+        theirs_ok = theirs(theirs_out, "-timestamp", stamp)
+        if ours_ok and not theirs_ok and "timestamp does not exist" in said[-1]:
+            # Litestream refuses a time after its newest object (compactions included); ours
+            # gives the state at that time, which is the latest one.
+            assert ours_out.read_bytes() == latest_ours.read_bytes(), stamp
+            continue
+        assert ours_ok == theirs_ok, (stamp, said[-1], listing())
         if ours_ok:
             assert ours_out.read_bytes() == theirs_out.read_bytes(), stamp

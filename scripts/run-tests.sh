@@ -17,19 +17,28 @@ trap 'scripts/test-servers.sh stop "$STATE"' EXIT
 . "$STATE/env"
 export LITESTREAM_TEST_LIB="$ROOT/target/release/liblitestream"
 
+# Each suite's output is also kept in target/test-logs, so the end of the run can show the
+# failures again: a CI log is often read from its tail.
+LOGS="$ROOT/target/test-logs"
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 failed=()
 run() {
     local name="$1"; shift
+    local log="$LOGS/${name// /-}.log"
     echo "=== $name"
-    if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
+    if "$@" 2>&1 | tee "$log"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
 }
 
 run "cargo tests" cargo test --release
 run "sqlite3 shell tests" sqlite-tests/run.sh
-run "python tests" "$LITESTREAM_TEST_PYTHON" -m pytest -q python-tests
+run "python tests" "$LITESTREAM_TEST_PYTHON" -m pytest -q -rfE python-tests
 run "node tests" node-tests/run.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
+    for name in "${failed[@]}"; do
+        echo "=== the end of $name's output again (whole: target/test-logs/${name// /-}.log)"
+        tail -n 60 "$LOGS/${name// /-}.log"
+    done
     echo "FAILED suites: ${failed[*]}"
     exit 1
 fi
