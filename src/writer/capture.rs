@@ -276,11 +276,16 @@ impl Capture {
             first_commit_ms: crate::timefmt::now_millis(),
             ..Pending::default()
         });
-        pending.pages.extend(pages);
+        // A shrink drops pages beyond the new end (split_off: no walk over every pending page
+        // on each commit).
+        if commit < pending.commit {
+            pending.pages.split_off(&(commit + 1));
+        }
+        pending
+            .pages
+            .extend(pages.into_iter().filter(|&(p, _)| p <= commit));
         pending.commit = commit;
         self.commits_captured += 1;
-        // A shrink drops pages beyond the new end.
-        pending.pages.retain(|&p, _| p <= commit);
     }
 
     pub fn has_work(&self) -> bool {
