@@ -1,10 +1,14 @@
 """Shared helpers: replica URLs for each real store, restores with the real litestream binary."""
 import hashlib
+import http.client
+import http.server
 import os
 import pathlib
-import random
+import socket
 import sqlite3
 import subprocess
+import threading
+import time
 import urllib.parse
 import uuid
 
@@ -119,3 +123,70 @@ def random_workload(con, rng, steps, allow_vacuum=True):
             con.execute("vacuum")
         else:
             con.execute("insert into t(k, v) values(?, zeroblob(?))", (rng.randint(0, 10), rng.randint(0, 70000)))
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    """An S3 front that forwards requests to `upstream`, counting them, and dropping the
+    headers in `drop` (conditional ones: like stores that ignore them)."""
+    upstream = None
+    drop = ()
+    count = 0
+
+    def _forward(self):
+        type(self).count += 1
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in (*self.drop, "host")}
+        conn = http.client.HTTPConnection(*self.upstream)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.write_body(data)
+
+    def write_body(self, data):
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+def proxied_moto(drop, base=Proxy):
+    """moto (no SigV4 check: the proxy changes Host) behind a proxy (`base`, a Proxy class);
+    yields (url, handler)."""
+    def free_port():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+    moto_port = free_port()
+    moto = subprocess.Popen([os.path.join(os.path.dirname(require("LITESTREAM_TEST_PYTHON")), "moto_server"),
+                             "-H", "127.0.0.1", "-p", str(moto_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", moto_port, timeout=1)
+                c.request("PUT", "/bkt")
+                assert c.getresponse().status == 200
+                break
+            except (ConnectionRefusedError, OSError):
+                assert time.time() < deadline, "moto did not start"
+                time.sleep(0.1)
+        handler = type("H", (base,), {"upstream": ("127.0.0.1", moto_port), "drop": drop})
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{proxy.server_address[1]}", handler
+        proxy.shutdown()
+    finally:
+        moto.terminate()
+        moto.wait()

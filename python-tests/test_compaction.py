@@ -1,7 +1,6 @@
 """Compaction, snapshots and retention (short intervals): after they ran, restores with our
 restore and with `litestream restore` 0.5.17 agree on every TXID, and every restorable TXID
 gives exactly the state recorded at that commit."""
-import os
 import random
 import time
 

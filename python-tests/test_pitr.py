@@ -9,8 +9,7 @@ import urllib.parse
 
 import pytest
 
-from helpers import ROOT, Store, dump, level_files, litestream_restore, random_workload
-from test_lease import Proxy, proxied_moto
+from helpers import ROOT, Store, dump, level_files, litestream_restore, proxied_moto, random_workload
 from test_replication import STORES, open_replicated, sync
 from test_restore import restore
 

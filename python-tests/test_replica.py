@@ -15,7 +15,6 @@ import pytest
 
 from helpers import Store, random_workload, require
 from test_replication import open_replicated, sync
-from test_restore import restore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -5,11 +5,10 @@ import os
 import random
 import sqlite3
 import time
-import urllib.parse
 
 import pytest
 
-from helpers import Store, dump, litestream_restore, random_workload
+from helpers import Proxy, Store, dump, litestream_restore, proxied_moto, random_workload
 from test_replication import open_replicated, sync
 
 
@@ -118,3 +117,51 @@ def test_bad_objects_give_clear_errors_and_leave_nothing(connect, tmp_path):
         restore(boot, f"file://{tmp_path}/nothing-here", tmp_path / "none.db")
     with pytest.raises(sqlite3.OperationalError, match="not a TXID"):
         restore(boot, url, tmp_path / "x.db", "next tuesday")
+
+
+class CuttingProxy(Proxy):
+    """Once armed, sends only the first `cut_after` bytes of each large GET body (once per
+    object) and drops the connection, like a network that fails mid-download."""
+    cut_after = None
+    cuts = None  # paths cut
+    gets = None  # (path, Range header) of every GET
+
+    def do_GET(self):
+        if self.cuts is not None:
+            self.gets.append((self.path.split("?")[0], self.headers.get("range")))
+        self._forward()
+
+    def write_body(self, data):
+        path = self.path.split("?")[0]
+        if self.cut_after is None or len(data) <= self.cut_after or path in self.cuts:
+            return super().write_body(data)
+        self.cuts.append(path)
+        self.wfile.write(data[:self.cut_after])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_restore_resumes_a_download_cut_midway(connect, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    for endpoint, handler in proxied_moto((), base=CuttingProxy):
+        url = f"s3://bkt/app.db?endpoint={endpoint}&region=us-east-1"
+        db = tmp_path / "app.db"
+        con = open_replicated(connect, db, url)
+        con.execute("pragma journal_mode=wal")
+        con.execute("create table t(v blob)")
+        # Random bytes: LZ4 cannot shrink them, so the first LTX file is about 300 KB.
+        con.execute("with recursive n(i) as (select 1 union all select i + 1 from n where i < 300) "
+                    "insert into t select randomblob(1000) from n")
+        sync(con)
+        con.close()
+        handler.cuts, handler.gets, handler.cut_after = [], [], 64 * 1024
+        out = tmp_path / "out.db"
+        summary = restore(connect(), url, out)
+        assert dump(out) == dump(db)
+        assert summary["bytes"] > 300_000
+        assert handler.cuts, "no download was large enough to cut"
+        for path in handler.cuts:
+            asked = [rng for p, rng in handler.gets if p == path]
+            # The first GET was cut at 64 KiB; the next one resumed there instead of starting over.
+            assert len(asked) == 2 and asked[1] == f"bytes={64 * 1024}-", (path, asked)
