@@ -52,14 +52,15 @@ pub struct Queued {
 #[derive(Debug, Clone)]
 pub enum Location {
     Memory(Bytes),
-    Spool(PathBuf),
+    /// A file in the spool, and its size.
+    Spool(PathBuf, u64),
 }
 
 impl Location {
     pub fn size(&self) -> u64 {
         match self {
             Self::Memory(b) => b.len() as u64,
-            Self::Spool(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            Self::Spool(_, size) => *size,
         }
     }
 }
@@ -174,14 +175,15 @@ impl Capture {
 
     fn queue_spooled(&mut self, txid: u64) -> io::Result<()> {
         let path = self.meta.spool_path(txid);
-        let decoder =
-            ltx::Decoder::new(std::io::BufReader::new(File::open(&path)?)).map_err(other)?;
+        let file = File::open(&path)?;
+        let size = file.metadata()?.len();
+        let decoder = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(other)?;
         let header = *decoder.header();
         decoder.finish().map_err(other)?;
         self.last_txid = self.last_txid.max(txid);
         self.queue.push_back(Queued {
             header,
-            location: Location::Spool(path),
+            location: Location::Spool(path, size),
             after: SavedState {
                 txid,
                 page_size: header.page_size,
@@ -651,7 +653,7 @@ impl Capture {
         for q in self.queue.iter_mut() {
             if let Location::Memory(bytes) = &q.location {
                 let path = self.meta.spool(q.header.min_txid, bytes)?;
-                q.location = Location::Spool(path);
+                q.location = Location::Spool(path, bytes.len() as u64);
             }
             spooled += q.location.size();
         }
@@ -680,7 +682,7 @@ impl Capture {
         let q = self.queue.iter().find(|q| q.header.min_txid == txid)?;
         let bytes = match &q.location {
             Location::Memory(b) => b.to_vec(),
-            Location::Spool(p) => std::fs::read(p).ok()?,
+            Location::Spool(p, _) => std::fs::read(p).ok()?,
         };
         let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
         Some(u64::from_be_bytes(tail))

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,17 @@ pub struct SavedState {
 
 pub struct MetaDir {
     dir: PathBuf,
+    /// `state.json`, kept open: the position is rewritten in place (one `pwrite`) after every
+    /// upload and WAL restart, where a temp file and a rename cost the commit path dearly
+    /// (ext4 also starts writeback of a file renamed over another).
+    state_file: Option<fs::File>,
+    /// Whether the directories exist (created once, not on every write).
+    made: bool,
 }
+
+/// `state.json` is written padded with spaces to this size, so an in-place rewrite always
+/// covers the previous content (JSON allows trailing whitespace).
+const STATE_SLOT: usize = 1024;
 
 fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -75,7 +85,11 @@ impl MetaDir {
     pub fn for_database(db_path: &Path) -> Self {
         let name = db_path.file_name().unwrap_or_default().to_string_lossy();
         let dir = db_path.with_file_name(format!(".{name}-litestream"));
-        Self { dir }
+        Self {
+            dir,
+            state_file: None,
+            made: false,
+        }
     }
 
     /// Scratch space for compaction downloads.
@@ -87,30 +101,75 @@ impl MetaDir {
         self.dir.join("spool")
     }
 
+    fn make_dirs(&mut self) -> io::Result<()> {
+        if !self.made {
+            fs::create_dir_all(self.spool_dir())?;
+            self.made = true;
+        }
+        Ok(())
+    }
+
     pub fn load_state(&self) -> Option<SavedState> {
         let bytes = fs::read(self.dir.join("state.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    pub fn save_state(&self, state: &SavedState, fsync: bool) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join("state.json"), &bytes, fsync)
+    /// Records the position. Without `fsync`, in place: a process crash cannot tear one
+    /// `pwrite` within a page; a power loss may, and a state that does not parse means a full
+    /// snapshot at the next open (the database itself is intact). With `fsync` (a restore's
+    /// record), atomically and durably: temp file, fsync, rename, directory fsync.
+    pub fn save_state(&mut self, state: &SavedState, fsync: bool) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+        let path = self.dir.join("state.json");
+        if fsync || bytes.len() > STATE_SLOT {
+            self.state_file = None; // the rename replaces the file it points at
+            return self.retry_if_dir_gone(|_| write_atomic(&path, &bytes, fsync));
+        }
+        bytes.resize(STATE_SLOT, b' ');
+        self.retry_if_dir_gone(|meta| {
+            if meta.state_file.is_none() {
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                meta.state_file = Some(file);
+            }
+            let file = meta.state_file.as_ref().expect("just opened");
+            file.write_all_at(&bytes, 0)
+        })
     }
 
     pub fn spool_path(&self, txid: u64) -> PathBuf {
         self.spool_dir().join(crate::ltx::file_name(txid, txid))
     }
 
-    /// Writes an LTX file to the spool (temp file + rename). No fsync: the spool adds none
-    /// that SQLite would not do. After a power loss a spooled file may be torn or missing;
-    /// the database itself is intact (SQLite synced its checkpoint), only history is lost,
-    /// and the next open verifies the spool and resyncs with a full snapshot.
-    pub fn spool(&self, txid: u64, bytes: &[u8]) -> io::Result<PathBuf> {
-        fs::create_dir_all(self.spool_dir())?;
+    /// Writes an LTX file to the spool, straight to its name (no temp file and rename: this
+    /// runs on the commit path at WAL restarts). No fsync: the spool adds none that SQLite
+    /// would not do. After a crash mid-write or a power loss a spooled file may be torn or
+    /// missing; the database itself is intact (SQLite synced its checkpoint), only history is
+    /// lost: the next open verifies every spooled file whole and resyncs with a full snapshot.
+    pub fn spool(&mut self, txid: u64, bytes: &[u8]) -> io::Result<PathBuf> {
         let path = self.spool_path(txid);
-        write_atomic(&path, bytes, false)?;
+        self.retry_if_dir_gone(|_| fs::File::create(&path)?.write_all(bytes))?;
         Ok(path)
+    }
+
+    /// Runs `write` with the directories made; once more if they were removed behind our back.
+    fn retry_if_dir_gone(
+        &mut self,
+        mut write: impl FnMut(&mut Self) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.make_dirs()?;
+        match write(self) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.made = false;
+                self.state_file = None;
+                self.make_dirs()?;
+                write(self)
+            }
+            other => other,
+        }
     }
 
     /// Spooled TXIDs in order, with sizes.

@@ -353,7 +353,7 @@ pub fn flush_all_at_exit() {
 /// Records, beside a freshly restored database, that it is exactly the replica at `header`'s
 /// MaxTXID, so replication resumes there instead of starting over.
 pub fn record_restored(db_path: &Path, header: &crate::ltx::Header) -> std::io::Result<()> {
-    let meta = meta::MetaDir::for_database(db_path);
+    let mut meta = meta::MetaDir::for_database(db_path);
     let _ = std::fs::remove_dir_all(meta.spool_dir());
     meta.save_state(
         &meta::SavedState {

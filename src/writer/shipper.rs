@@ -189,7 +189,7 @@ async fn run(r: Arc<Replicator>) {
         };
         let body = match &item.location {
             Location::Memory(b) => b.clone(),
-            Location::Spool(p) => match std::fs::read(p) {
+            Location::Spool(p, _) => match std::fs::read(p) {
                 Ok(b) => Bytes::from(b),
                 Err(e) => {
                     record_error(
