@@ -112,6 +112,9 @@ pub struct Capture {
     pub commits_shipped: u64,
 }
 
+/// Pending page bytes a WAL restart may hold in memory instead of sealing and spooling them.
+const HOLD_LIMIT: u64 = 64 << 20;
+
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -216,7 +219,13 @@ impl Capture {
         let scan = match resume {
             Some(p) => wal::scan(&file, Some((header, p.end, p.checksum)))?,
             None => {
-                if full.commit.is_some() {
+                // No position in this WAL generation: commits in it we never saw, or a restart
+                // after our last record (pages held in memory across it died with the
+                // process), or a checkpoint into a database file that changed since.
+                let restarted = saved.is_some_and(|s| s.wal.is_some());
+                let db_changed = saved
+                    .is_some_and(|s| s.wal.is_none() && s.db != DbFingerprint::of(&self.db_path));
+                if full.commit.is_some() || restarted || db_changed {
                     self.needs_full = true;
                 }
                 full.clone()
@@ -315,11 +324,42 @@ impl Capture {
     }
 
     /// Before SQLite writes a new WAL header (a restart): the old frames are about to be
-    /// overwritten, so everything unshipped that points at them goes to the spool.
+    /// overwritten. While the replica keeps up, the pending pages are only copied out of the
+    /// WAL: they stay pending and coalesce with the next commits, so restarts (one every
+    /// ~1,000 pages written) add neither a TXID, a PUT, nor a file write to the commit path.
+    /// A crash before they ship is noticed at the next open (the saved position is in an older
+    /// WAL generation) and healed with a full snapshot. Otherwise (store unreachable, a full
+    /// snapshot due, or more pending than `HOLD_LIMIT`) they are sealed and spooled.
     pub fn before_wal_header(&mut self) -> io::Result<()> {
-        self.evacuate()?;
+        let held =
+            self.pending.as_ref().map_or(0, |p| p.pages.len() as u64) * u64::from(self.page_size);
+        if self.remote_known && !self.needs_full && held <= HOLD_LIMIT {
+            self.copy_pending_out_of_wal()?;
+        } else {
+            self.evacuate()?;
+        }
         self.wal = None;
         Ok(())
+    }
+
+    /// Replaces every pending page that points into the WAL by a copy of its bytes.
+    fn copy_pending_out_of_wal(&mut self) -> io::Result<()> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let result = (|| {
+            for source in pending.pages.values_mut() {
+                if let PageSource::Wal(at) = *source {
+                    let mut buf = vec![0u8; self.page_size as usize];
+                    self.wal_file()?
+                        .read_exact_at(&mut buf, at + FRAME_HEADER_SIZE)?;
+                    *source = PageSource::Data(Bytes::from(buf));
+                }
+            }
+            Ok(())
+        })();
+        self.pending = Some(pending);
+        result
     }
 
     /// After the new WAL header is written.
