@@ -3,6 +3,8 @@ real store kind, and the real `litestream restore` 0.5.17 rebuilds exactly the s
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 import urllib.parse
 
 import pytest
@@ -257,3 +259,38 @@ def test_store_outage_never_fails_local_commits(connect, tmp_path):
     assert "127.0.0.1" in (mine["last_error"] or "") or "s3://bkt" in (mine["last_error"] or ""), mine
     assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
     con.close()
+
+
+FIRST_SNAPSHOT = """
+import resource, sqlite3, sys, urllib.parse
+ext, db, url = sys.argv[1:4]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+plain = sqlite3.connect(db, isolation_level=None)
+plain.execute("create table t(v)")
+# 64 MB of random bytes: LZ4 cannot shrink them, so the snapshot LTX is as large.
+plain.execute("insert into t select randomblob(4000) from "
+              "(with recursive n(i) as (select 1 union all select i + 1 from n where i < 16000) select i from n)")
+plain.close()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}", uri=True)
+con.execute("select litestream_sync(120000)").fetchone()
+con.close()
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "moto"])
+def test_first_snapshot_of_a_large_database_is_not_built_in_memory(connect, ext_path, tmp_path, kind):
+    """Opening a 64 MB database against an empty replica ships a full snapshot (TXID 1): it is
+    encoded into the spool and streamed from there, so the process does not grow by its size."""
+    store = Store(kind, tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    r = subprocess.run([sys.executable, "-c", FIRST_SNAPSHOT, ext_path, str(db), url],
+                       env=store.env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    before_kb, after_kb = map(int, r.stdout.split())
+    assert after_kb - before_kb < 24 * 1024, f"peak RSS grew by {(after_kb - before_kb) // 1024} MB"
+    assert dump(litestream_restore(store, url, tmp_path / "restored.db")) == dump(db)

@@ -47,6 +47,9 @@ pub struct Queued {
     pub first_commit_ms: i64,
     /// `commits_captured` when it was sealed.
     pub commits: u64,
+    /// Holds every page (a snapshot or resync): not counted against the spool limit, which
+    /// would otherwise drop it again and again on a database larger than the limit.
+    pub full: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,9 @@ pub struct Capture {
 
 /// Pending page bytes a WAL restart may hold in memory instead of sealing and spooling them.
 const HOLD_LIMIT: u64 = 64 << 20;
+
+/// Files up to this size (in page bytes) are encoded in memory; larger ones into the spool.
+const ENCODE_IN_MEMORY_LIMIT: u64 = 8 << 20;
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -196,6 +202,7 @@ impl Capture {
             },
             first_commit_ms: header.timestamp,
             commits: 0,
+            full: false,
         });
         Ok(())
     }
@@ -664,26 +671,55 @@ impl Capture {
             .into_iter()
             .collect();
         let header = Header::new(self.page_size, commit, txid, txid, now_ms);
-        let mut enc = Encoder::new(Vec::new(), header).map_err(other)?;
-        let mut buf = vec![0u8; self.page_size as usize];
-        for pgno in pgnos {
-            let source = sources.remove(&pgno);
-            self.read_page(pgno, source.as_ref(), &mut buf)?;
-            enc.encode_page(pgno, &buf).map_err(other)?;
-        }
-        let (bytes, _) = enc.finish(0).map_err(other)?;
+        // A large file (a snapshot, a big transaction) is encoded straight into the spool and
+        // streamed from there: no database-sized buffer in memory.
+        let location = if pgnos.len() as u64 * u64::from(self.page_size) > ENCODE_IN_MEMORY_LIMIT {
+            let (path, file) = self.meta.spool_file(txid)?;
+            let encoded = Encoder::new(io::BufWriter::new(file), header)
+                .map_err(other)
+                .and_then(|enc| self.encode_pages(enc, &pgnos, &mut sources))
+                .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                .and_then(|f| f.metadata());
+            match encoded {
+                Ok(meta) => Location::Spool(path, meta.len()),
+                Err(e) => {
+                    self.meta.unspool(txid);
+                    return Err(e);
+                }
+            }
+        } else {
+            let enc = Encoder::new(Vec::new(), header).map_err(other)?;
+            Location::Memory(Bytes::from(self.encode_pages(enc, &pgnos, &mut sources)?))
+        };
         self.last_txid = txid;
         self.last_commit = commit;
         self.needs_full = false;
         let after = self.position()?;
         self.queue.push_back(Queued {
             header,
-            location: Location::Memory(Bytes::from(bytes)),
+            location,
             after,
             first_commit_ms,
             commits: self.commits_captured,
+            full,
         });
         Ok(true)
+    }
+
+    /// Encodes `pgnos` (their bytes from `sources`, else the database file) and finishes.
+    fn encode_pages<W: io::Write>(
+        &mut self,
+        mut enc: Encoder<W>,
+        pgnos: &[u32],
+        sources: &mut BTreeMap<u32, PageSource>,
+    ) -> io::Result<W> {
+        let mut buf = vec![0u8; self.page_size as usize];
+        for &pgno in pgnos {
+            let source = sources.remove(&pgno);
+            self.read_page(pgno, source.as_ref(), &mut buf)?;
+            enc.encode_page(pgno, &buf).map_err(other)?;
+        }
+        Ok(enc.finish(0).map_err(other)?.0)
     }
 
     /// Writes every queued in-memory file and anything pending to the spool, durably.
@@ -695,7 +731,9 @@ impl Capture {
                 let path = self.meta.spool(q.header.min_txid, bytes)?;
                 q.location = Location::Spool(path, bytes.len() as u64);
             }
-            spooled += q.location.size();
+            if !q.full {
+                spooled += q.location.size();
+            }
         }
         if spooled > self.spool_limit {
             log::warn!(
@@ -720,11 +758,15 @@ impl Capture {
     /// The file checksum of our queued LTX with this TXID, to compare with the replica's.
     pub fn queued_checksum(&self, txid: u64) -> Option<u64> {
         let q = self.queue.iter().find(|q| q.header.min_txid == txid)?;
-        let bytes = match &q.location {
-            Location::Memory(b) => b.to_vec(),
-            Location::Spool(p, _) => std::fs::read(p).ok()?,
-        };
-        let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+        // The file checksum is the last 8 bytes of an LTX file.
+        let mut tail = [0u8; 8];
+        match &q.location {
+            Location::Memory(b) => tail.copy_from_slice(b.get(b.len().checked_sub(8)?..)?),
+            Location::Spool(p, size) => File::open(p)
+                .ok()?
+                .read_exact_at(&mut tail, size.checked_sub(8)?)
+                .ok()?,
+        }
         Some(u64::from_be_bytes(tail))
     }
 

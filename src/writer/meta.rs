@@ -155,6 +155,17 @@ impl MetaDir {
         Ok(path)
     }
 
+    /// Creates (or empties) the spool file of `txid`, to encode into.
+    pub fn spool_file(&mut self, txid: u64) -> io::Result<(PathBuf, fs::File)> {
+        let path = self.spool_path(txid);
+        let mut file = None;
+        self.retry_if_dir_gone(|_| {
+            file = Some(fs::File::create(&path)?);
+            Ok(())
+        })?;
+        Ok((path, file.expect("created")))
+    }
+
     /// Runs `write` with the directories made; once more if they were removed behind our back.
     fn retry_if_dir_gone(
         &mut self,

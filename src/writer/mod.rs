@@ -240,7 +240,11 @@ impl Replicator {
             self.wake_now();
             {
                 let c = self.capture.lock();
-                if c.remote_known && c.commits_shipped >= target && !c.needs_full {
+                // A queued file sealed from what was captured by then (a snapshot holds no
+                // commit of its own) must be uploaded too.
+                let sealed_before = c.queue.iter().any(|q| q.commits <= target);
+                if c.remote_known && c.commits_shipped >= target && !c.needs_full && !sealed_before
+                {
                     return Ok(c.shipped_txid);
                 }
             }

@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::capture::Location;
 use super::Replicator;
 use crate::storage::{PutCondition, StorageError};
@@ -187,30 +185,36 @@ async fn run(r: Arc<Replicator>) {
                 continue;
             }
         };
-        let body = match &item.location {
-            Location::Memory(b) => b.clone(),
-            Location::Spool(p, _) => match std::fs::read(p) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => {
-                    record_error(
-                        &r,
-                        &format!("cannot read spooled {}: {e}; resyncing", p.display()),
-                    );
-                    let mut c = r.capture.lock();
-                    c.drop_queue();
-                    c.needs_full = true;
-                    continue;
-                }
-            },
-        };
-        let size = body.len() as u64;
+        if let Location::Spool(path, _) = &item.location {
+            if let Err(e) = std::fs::File::open(path) {
+                record_error(
+                    &r,
+                    &format!("cannot read spooled {}: {e}; resyncing", path.display()),
+                );
+                let mut c = r.capture.lock();
+                c.drop_queue();
+                c.needs_full = true;
+                continue;
+            }
+        }
+        let size = item.location.size();
         let txid = item.header.min_txid;
         let put = async {
             let _slot = super::UPLOAD_SLOTS.acquire().await;
             last_put = Some(Instant::now());
-            r.store
-                .put_ltx(0, &item.header, body, PutCondition::IfNoneMatch)
-                .await
+            match &item.location {
+                Location::Memory(body) => {
+                    r.store
+                        .put_ltx(0, &item.header, body.clone(), PutCondition::IfNoneMatch)
+                        .await
+                }
+                // Streamed from disk: a spooled snapshot may be as large as the database.
+                Location::Spool(path, _) => {
+                    r.store
+                        .put_ltx_file(0, &item.header, path, PutCondition::IfNoneMatch)
+                        .await
+                }
+            }
         };
         match put.await {
             Ok(_) => {
