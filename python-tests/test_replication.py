@@ -294,3 +294,28 @@ def test_first_snapshot_of_a_large_database_is_not_built_in_memory(connect, ext_
     before_kb, after_kb = map(int, r.stdout.split())
     assert after_kb - before_kb < 24 * 1024, f"peak RSS grew by {(after_kb - before_kb) // 1024} MB"
     assert dump(litestream_restore(store, url, tmp_path / "restored.db")) == dump(db)
+
+
+KILLED_AFTER_SNAPSHOT = FIRST_SNAPSHOT.replace("con.close()\n", "print('ready', flush=True)\nsys.stdin.read()\n")
+
+
+def test_position_after_a_spooled_snapshot_survives_a_kill(connect, ext_path, tmp_path):
+    """A snapshot encoded into the spool records the replica's position once uploaded, so a
+    writer killed right after does not ship the whole database again at the next open."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_SNAPSHOT, ext_path, str(db), url],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=store.env())
+    assert child.stdout.readline().strip() == b"ready"
+    child.kill()
+    child.wait()
+    con = open_replicated(connect, db, url)
+    con.execute("insert into t values (1)")
+    sync(con)
+    con.close()
+    l0 = tmp_path / "replica-app.db" / "ltx" / "0"
+    sizes = {p.name: p.stat().st_size for p in l0.iterdir() if p.name.endswith(".ltx")}
+    assert sorted(sizes) == ["0000000000000001-0000000000000001.ltx", "0000000000000002-0000000000000002.ltx"], sizes
+    assert sizes["0000000000000002-0000000000000002.ltx"] < 1 << 20, sizes
+    assert dump(litestream_restore(store, url, tmp_path / "restored.db")) == dump(db)

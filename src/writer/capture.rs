@@ -50,6 +50,9 @@ pub struct Queued {
     /// Holds every page (a snapshot or resync): not counted against the spool limit, which
     /// would otherwise drop it again and again on a database larger than the limit.
     pub full: bool,
+    /// Its upload records `after` as the durable position: sealed by this process and not
+    /// evacuated since (an evacuation records a newer position of its own).
+    pub saves_position: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +206,7 @@ impl Capture {
             first_commit_ms: header.timestamp,
             commits: 0,
             full: false,
+            saves_position: false,
         });
         Ok(())
     }
@@ -600,14 +604,10 @@ impl Capture {
         })
     }
 
-    /// Saves the position when nothing is queued (else the shipper saves it as it goes).
+    /// Saves the position when nothing is pending or queued to save it on upload (else the
+    /// shipper saves it as it goes).
     fn save_position(&mut self, fsync: bool) -> io::Result<()> {
-        if self
-            .queue
-            .iter()
-            .any(|q| matches!(q.location, Location::Memory(_)))
-            || self.pending.is_some()
-        {
+        if self.queue.iter().any(|q| q.saves_position) || self.pending.is_some() {
             return Ok(());
         }
         let state = self.position()?;
@@ -702,6 +702,7 @@ impl Capture {
             first_commit_ms,
             commits: self.commits_captured,
             full,
+            saves_position: true,
         });
         Ok(true)
     }
@@ -731,6 +732,7 @@ impl Capture {
                 let path = self.meta.spool(q.header.min_txid, bytes)?;
                 q.location = Location::Spool(path, bytes.len() as u64);
             }
+            q.saves_position = false;
             if !q.full {
                 spooled += q.location.size();
             }
@@ -814,9 +816,7 @@ impl Capture {
             self.meta.unspool(txid);
             self.shipped_txid = txid;
             self.commits_shipped = self.commits_shipped.max(q.commits);
-            // An uploaded in-memory file moves the durable position; a spooled one was
-            // durable already.
-            if matches!(q.location, Location::Memory(_)) {
+            if q.saves_position {
                 self.meta.save_state(&q.after, false)?;
             }
         }
