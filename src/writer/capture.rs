@@ -355,22 +355,21 @@ impl Capture {
 
     /// Replaces every pending page that points into the WAL by a copy of its bytes.
     fn copy_pending_out_of_wal(&mut self) -> io::Result<()> {
-        let Some(mut pending) = self.pending.take() else {
-            return Ok(());
-        };
-        let result = (|| {
-            for source in pending.pages.values_mut() {
-                if let PageSource::Wal(at) = *source {
-                    let mut buf = vec![0u8; self.page_size as usize];
-                    self.wal_file()?
-                        .read_exact_at(&mut buf, at + FRAME_HEADER_SIZE)?;
-                    *source = PageSource::Data(Bytes::from(buf));
-                }
+        let in_wal: Vec<(u32, PageSource)> = self.pending.as_ref().map_or_else(Vec::new, |p| {
+            p.pages
+                .iter()
+                .filter(|(_, source)| matches!(source, PageSource::Wal(_)))
+                .map(|(&pgno, source)| (pgno, source.clone()))
+                .collect()
+        });
+        for (pgno, source) in in_wal {
+            let mut buf = vec![0u8; self.page_size as usize];
+            self.read_page(pgno, Some(&source), &mut buf)?;
+            if let Some(p) = self.pending.as_mut() {
+                p.pages.insert(pgno, PageSource::Data(Bytes::from(buf)));
             }
-            Ok(())
-        })();
-        self.pending = Some(pending);
-        result
+        }
+        Ok(())
     }
 
     /// After the new WAL header is written.

@@ -150,27 +150,23 @@ impl MetaDir {
     /// missing; the database itself is intact (SQLite synced its checkpoint), only history is
     /// lost: the next open verifies every spooled file whole and resyncs with a full snapshot.
     pub fn spool(&mut self, txid: u64, bytes: &[u8]) -> io::Result<PathBuf> {
-        let path = self.spool_path(txid);
-        self.retry_if_dir_gone(|_| fs::File::create(&path)?.write_all(bytes))?;
+        let (path, mut file) = self.spool_file(txid)?;
+        file.write_all(bytes)?;
         Ok(path)
     }
 
-    /// Creates (or empties) the spool file of `txid`, to encode into.
+    /// Creates (or empties) the spool file of `txid`, to write or encode into.
     pub fn spool_file(&mut self, txid: u64) -> io::Result<(PathBuf, fs::File)> {
         let path = self.spool_path(txid);
-        let mut file = None;
-        self.retry_if_dir_gone(|_| {
-            file = Some(fs::File::create(&path)?);
-            Ok(())
-        })?;
-        Ok((path, file.expect("created")))
+        let file = self.retry_if_dir_gone(|_| fs::File::create(&path))?;
+        Ok((path, file))
     }
 
     /// Runs `write` with the directories made; once more if they were removed behind our back.
-    fn retry_if_dir_gone(
+    fn retry_if_dir_gone<T>(
         &mut self,
-        mut write: impl FnMut(&mut Self) -> io::Result<()>,
-    ) -> io::Result<()> {
+        mut write: impl FnMut(&mut Self) -> io::Result<T>,
+    ) -> io::Result<T> {
         self.make_dirs()?;
         match write(self) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
