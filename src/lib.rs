@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod sql;
 pub mod sqlite;
 pub mod storage;
+pub mod sysfile;
 pub mod timefmt;
 pub mod writer;
 
@@ -37,6 +38,7 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
             return fail(err_msg, &format!("litestream: incompatible SQLite: {e}"));
         }
         logging::init();
+        writer::set_consistent_read(sqlite::read_lock::with_read_transaction);
         let setup = sqlite::vfs::register()
             // SAFETY: SQLite passes the live connection being initialized.
             .and_then(|()| {

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod functions;
+pub mod read_lock;
 pub mod replica_vfs;
 pub mod rollback;
 pub mod vfs;

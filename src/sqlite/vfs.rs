@@ -29,6 +29,16 @@ fn parent() -> *mut ffi::sqlite3_vfs {
     PARENT.get().map_or(std::ptr::null_mut(), |p| p.0)
 }
 
+/// The name of the VFS we wrap, for private connections that must bypass ours.
+pub(super) fn parent_name() -> *const c_char {
+    let p = parent();
+    if p.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: a registered VFS's zName is a static C string.
+    unsafe { (*p).zName }
+}
+
 /// The last error that made an open fail (SQLite can only say "unable to open").
 pub static LAST_OPEN_ERROR: parking_lot::Mutex<Option<String>> = parking_lot::Mutex::new(None);
 
@@ -129,20 +139,20 @@ unsafe extern "C" fn io_write(
         match role {
             Role::Wal(r) if offset == 0 => {
                 // A new WAL header: the old generation's frames are about to be reused.
-                let r = r.clone();
-                let mut rc = 0;
-                r.with_capture("WAL restart", |c| {
-                    c.before_wal_header()?;
-                    rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
-                    if rc == ffi::SQLITE_OK {
+                r.clone().around(
+                    "WAL restart",
+                    |c| c.before_wal_header(),
+                    || inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off),
+                    |c, &rc| {
+                        if rc != ffi::SQLITE_OK {
+                            return Ok(());
+                        }
                         // SAFETY: SQLite passes `amt` readable bytes at `buf`.
                         let bytes =
                             unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
-                        c.after_wal_header(bytes)?;
-                    }
-                    Ok(())
-                });
-                rc
+                        c.after_wal_header(bytes)
+                    },
+                )
             }
             Role::Wal(r) => {
                 let r = r.clone();
@@ -200,16 +210,12 @@ unsafe extern "C" fn io_truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_i
         // SAFETY: `f` is ours.
         let role = unsafe { &handle(f).role };
         match role {
-            Role::Wal(r) => {
-                let r = r.clone();
-                let mut rc = 0;
-                r.with_capture("WAL truncate", |c| {
-                    c.before_wal_reset()?;
-                    rc = inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size);
-                    c.after_wal_reset()
-                });
-                rc
-            }
+            Role::Wal(r) => r.clone().around(
+                "WAL truncate",
+                |c| c.before_wal_reset(),
+                || inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size),
+                |c, _| c.after_wal_reset(),
+            ),
             Role::Journal(r) if size == 0 => {
                 // journal_mode=TRUNCATE commits by truncating the journal to zero.
                 let rc = inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size);
@@ -236,9 +242,22 @@ unsafe extern "C" fn io_file_size(
 
 unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     guard(ffi::SQLITE_IOERR_LOCK, || {
-        let rc = inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level);
+        let mut rc = inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level);
         // SAFETY: `f` is ours.
         let h = unsafe { handle(f) };
+        if let Role::Main(r) = &h.role {
+            // Our own full snapshot's read transaction is in the way: wait for it (bounded)
+            // rather than fail the application's write with SQLITE_BUSY.
+            let deadline = std::time::Instant::now() + OWN_SNAPSHOT_WAIT;
+            while rc == ffi::SQLITE_BUSY
+                && level >= ffi::SQLITE_LOCK_RESERVED
+                && r.own_snapshot_in_progress()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                rc = inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level);
+            }
+        }
         if let Role::Main(r) = &h.role {
             if rc == ffi::SQLITE_OK && level >= ffi::SQLITE_LOCK_RESERVED && !h.write_locked {
                 h.write_locked = true;
@@ -252,23 +271,29 @@ unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     })
 }
 
+/// Longest a writer of this process waits for our own snapshot's read transaction.
+const OWN_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 unsafe extern "C" fn io_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     guard(ffi::SQLITE_IOERR_UNLOCK, || {
-        let rc = inner_call!(f, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level);
         // Dropping the write lock ends a rollback-journal transaction (the journal is
-        // already finalized; with locking_mode=EXCLUSIVE the journal hooks catch it).
+        // already finalized; with locking_mode=EXCLUSIVE the journal hooks catch it). Its
+        // pages are read back *before* the lock goes: no other process can write them yet.
         // SAFETY: `f` is ours.
         let h = unsafe { handle(f) };
         if let Role::Main(r) = &h.role {
             if level <= ffi::SQLITE_LOCK_SHARED {
-                if h.write_locked {
-                    h.write_locked = false;
-                    r.with_capture("unlock", |c| {
-                        c.write_locks = c.write_locks.saturating_sub(1);
-                        Ok(())
-                    });
-                }
                 commit_point(r);
+            }
+        }
+        let rc = inner_call!(f, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level);
+        if let Role::Main(r) = &h.role {
+            if level <= ffi::SQLITE_LOCK_SHARED && h.write_locked {
+                h.write_locked = false;
+                r.with_capture("unlock", |c| {
+                    c.write_locks = c.write_locks.saturating_sub(1);
+                    Ok(())
+                });
             }
         }
         rc
@@ -531,13 +556,12 @@ unsafe extern "C" fn writer_delete(
             .strip_suffix("-wal")
             .and_then(|db| Replicator::find(Path::new(db)))
         {
-            let mut rc = 0;
-            r.with_capture("WAL delete", |c| {
-                c.before_wal_reset()?;
-                rc = delete();
-                c.after_wal_reset()
-            });
-            return rc;
+            return r.around(
+                "WAL delete",
+                |c| c.before_wal_reset(),
+                delete,
+                |c, _| c.after_wal_reset(),
+            );
         }
         let rc = delete();
         if let Some(r) = path

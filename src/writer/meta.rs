@@ -48,6 +48,9 @@ pub struct SavedState {
     pub commit: u32,
     pub wal: Option<WalPosition>,
     pub db: Option<DbFingerprint>,
+    /// The file change counter (header offset 24) at `txid`, in rollback-journal mode.
+    #[serde(default)]
+    pub counter: Option<u32>,
 }
 
 pub struct MetaDir {
@@ -90,6 +93,10 @@ impl MetaDir {
             state_file: None,
             made: false,
         }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Scratch space for compaction downloads.

@@ -4,6 +4,7 @@
 
 mod capture;
 pub mod compactor;
+mod handoff;
 pub mod lease;
 mod meta;
 mod shipper;
@@ -40,6 +41,13 @@ pub struct Status {
     pub commits: u64,
     pub commits_shipped: u64,
     pub lease: lease::LeaseStatus,
+    /// `owner`: this process captures and ships the database; `follower`: another process
+    /// (`owner_pid`) does, and this one hands its commits over.
+    pub role: &'static str,
+    pub owner_pid: Option<u32>,
+    /// Full snapshots this process sealed as owner: the first, then one per gap healed
+    /// (another process's commits it could not capture page by page, a lost spool...).
+    pub full_snapshots: u64,
 }
 
 /// Facts the shipper reports back.
@@ -77,6 +85,9 @@ pub struct Replicator {
     lease_held: std::sync::atomic::AtomicBool,
     /// What the conditional-write probe found (None until it ran).
     conditional: Mutex<Option<crate::storage::ConditionalSupport>>,
+    /// A full snapshot holds a read transaction: this process's writers wait for it instead
+    /// of failing with SQLITE_BUSY (see `wait_for_own_snapshot`).
+    snapshot_reading: std::sync::atomic::AtomicBool,
 }
 
 /// Uploads in flight across every database of the process: bounded, and granted in arrival
@@ -87,6 +98,16 @@ pub(crate) static UPLOAD_SLOTS: LazyLock<tokio::sync::Semaphore> =
 /// each downloads and merges files on disk and keeps the store busy.
 pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
     LazyLock::new(|| tokio::sync::Semaphore::new(16));
+
+/// Runs a closure while a read transaction holds a database still (provided by the FFI edge,
+/// which owns every SQLite call: see `sqlite::read_lock`).
+pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), String>;
+
+static CONSISTENT_READ: std::sync::OnceLock<ConsistentRead> = std::sync::OnceLock::new();
+
+pub fn set_consistent_read(f: ConsistentRead) {
+    let _ = CONSISTENT_READ.set(f);
+}
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
     LazyLock::new(Default::default);
@@ -134,6 +155,7 @@ impl Replicator {
             lease: tokio::sync::Mutex::new(lease::Lease::new(config.lease_ttl)),
             lease_held: std::sync::atomic::AtomicBool::new(!config.lease),
             conditional: Mutex::new(None),
+            snapshot_reading: Default::default(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
         shipper::start(r.clone());
@@ -168,6 +190,57 @@ impl Replicator {
             c.needs_full = true;
             self.stats.lock().last_error = Some(format!("{what}: {e}"));
         }
+    }
+
+    /// Runs SQLite's own operation `call` with capture steps before and after it, all under
+    /// the capture lock (so the shipper never sees the WAL between them). `call` always runs:
+    /// a failed capture step only schedules a resync, it never skips SQLite's I/O.
+    pub fn around<T>(
+        &self,
+        what: &str,
+        before: impl FnOnce(&mut Capture) -> std::io::Result<()>,
+        call: impl FnOnce() -> T,
+        after: impl FnOnce(&mut Capture, &T) -> std::io::Result<()>,
+    ) -> T {
+        let mut c = self.capture.lock();
+        let before_result = before(&mut c);
+        let out = call();
+        let result = before_result.and_then(|()| after(&mut c, &out));
+        if let Err(e) = result {
+            log::error!(
+                "{}: {what}: {e}; will resync with a full snapshot",
+                self.db_path.display()
+            );
+            c.needs_full = true;
+            self.stats.lock().last_error = Some(format!("{what}: {e}"));
+        }
+        out
+    }
+
+    /// Runs `f` on the capture state while the database is held still by a read
+    /// transaction of our own. Err when the transaction cannot be had now (a writer holds the
+    /// database longer than the busy timeout, a hot journal, no database file yet).
+    fn with_database_still<T>(&self, f: impl FnOnce(&mut Capture) -> T) -> Result<T, String> {
+        let read = CONSISTENT_READ
+            .get()
+            .ok_or_else(|| "no consistent-read provider".to_string())?;
+        let mut f = Some(f);
+        let mut out = None;
+        self.snapshot_reading.store(true, Ordering::SeqCst);
+        let result = read(&self.db_path, &mut || {
+            if let Some(f) = f.take() {
+                out = Some(f(&mut self.capture.lock()));
+            }
+        });
+        self.snapshot_reading.store(false, Ordering::SeqCst);
+        result?;
+        out.ok_or_else(|| "the read transaction did not run".to_string())
+    }
+
+    /// Whether a lock SQLite could not get (SQLITE_BUSY) is held by our own snapshot's read
+    /// transaction: then the writer should wait for it, not fail.
+    pub fn own_snapshot_in_progress(&self) -> bool {
+        self.snapshot_reading.load(Ordering::SeqCst)
     }
 
     /// Something was committed: let the shipper know.
@@ -234,7 +307,25 @@ impl Replicator {
     /// Waits until every commit captured so far is in the replica.
     pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
         let deadline = std::time::Instant::now() + timeout;
-        let target = self.capture.lock().commits_captured;
+        let owner = {
+            let mut c = self.capture.lock();
+            c.try_become_owner().unwrap_or(false)
+        };
+        if !owner {
+            return self.sync_as_follower(deadline, timeout);
+        }
+        // Commits other processes made so far count too: look for them first.
+        let target = {
+            let mut c = self.capture.lock();
+            if let Err(e) = c.poll_foreign(false) {
+                log::warn!(
+                    "{}: cannot look for other processes' commits: {e}",
+                    self.db_path.display()
+                );
+                c.needs_full = true;
+            }
+            c.commits_captured
+        };
         loop {
             self.flush.store(true, Ordering::SeqCst);
             self.wake_now();
@@ -243,7 +334,10 @@ impl Replicator {
                 // A queued file sealed from what was captured by then (a snapshot holds no
                 // commit of its own) must be uploaded too.
                 let sealed_before = c.queue.iter().any(|q| q.commits <= target);
-                if c.remote_known && c.commits_shipped >= target && !c.needs_full && !sealed_before
+                if c.remote_known
+                    && c.commits_shipped >= target
+                    && !c.needs_consistent_read()
+                    && !sealed_before
                 {
                     return Ok(c.shipped_txid);
                 }
@@ -258,6 +352,37 @@ impl Replicator {
                 ));
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A follower's sync: the owner ships, so wait until what it reports uploaded covers
+    /// the database as it is now (every commit of ours is in that).
+    fn sync_as_follower(
+        &self,
+        deadline: std::time::Instant,
+        timeout: Duration,
+    ) -> Result<u64, String> {
+        let target = self
+            .capture
+            .lock()
+            .database_mark()
+            .map_err(|e| format!("cannot read {}: {e}", self.db_path.display()))?;
+        loop {
+            let (shipped, owner) = {
+                let c = self.capture.lock();
+                (c.owner_shipped(), c.owner_pid())
+            };
+            if let Some(m) = shipped.filter(|m| m.covers(&target)) {
+                return Ok(m.txid);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for the replica {} to catch up; process {} replicates this database",
+                    self.store.describe(),
+                    owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -285,6 +410,16 @@ impl Replicator {
     /// the replica has every commit, and we hold the lease, so the new TXID can ship.
     /// Returns the TXID the database and the replica are both at.
     pub fn ready_to_write(&self, timeout: Duration) -> Result<u64, String> {
+        if !self.capture.lock().is_owner() {
+            return Err(format!(
+                "process {} replicates {}, not this one: run this there",
+                self.capture
+                    .lock()
+                    .owner_pid()
+                    .map_or_else(|| "(unknown)".to_string(), |p| p.to_string()),
+                self.db_path.display()
+            ));
+        }
         // The lease first: another writer's lease is a clear, immediate refusal.
         if self.config.lease {
             let held = crate::runtime::block_on(shipper::hold_lease(self))
@@ -326,6 +461,9 @@ impl Replicator {
             uploaded_bytes: stats.uploaded_bytes,
             commits: c.commits_captured,
             commits_shipped: c.commits_shipped,
+            role: if c.is_owner() { "owner" } else { "follower" },
+            owner_pid: c.owner_pid(),
+            full_snapshots: c.full_snapshots,
             lease: if self.config.lease {
                 stats.lease.clone()
             } else {
@@ -366,6 +504,7 @@ pub fn record_restored(db_path: &Path, header: &crate::ltx::Header) -> std::io::
             commit: header.commit,
             wal: None,
             db: meta::DbFingerprint::of(db_path),
+            counter: None,
         },
         true,
     )

@@ -12,6 +12,14 @@ use crate::storage::{PutCondition, StorageError};
 /// Longest pause between retries of a failing upload.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How often an idle owner looks for other processes' commits: soon after activity, then
+/// less and less often while nothing happens.
+const FOREIGN_POLL_MIN: Duration = Duration::from_millis(100);
+const FOREIGN_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// How often a follower tries to become the owner (the owner may have exited).
+const FOLLOWER_RETRY: Duration = Duration::from_millis(500);
+
 pub fn start(r: Arc<Replicator>) {
     crate::runtime::get().spawn(run(r));
 }
@@ -25,6 +33,10 @@ async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
 /// Holds the lease (first checking, once, that the store honours conditional writes: one
 /// that ignores them would let two writers both win). Returns whether we may ship.
 pub(super) async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
+    // Only the database's owner process on this host ever takes the lease.
+    if !r.capture.lock().is_owner() {
+        return Ok(false);
+    }
     let known = r.conditional.lock().clone();
     let support = match known {
         Some(s) => s,
@@ -93,19 +105,107 @@ fn record_error(r: &Replicator, e: &dyn std::fmt::Display) {
     stats.last_error = Some(msg);
 }
 
+/// A follower's loop: nothing to ship; take over when the owner goes.
+async fn wait_for_ownership(r: &Arc<Replicator>) -> bool {
+    loop {
+        let became = {
+            let mut c = r.capture.lock();
+            c.try_become_owner()
+        };
+        match became {
+            Ok(true) => {
+                log::info!(
+                    "{}: this process now replicates it (the previous owner exited)",
+                    r.db_path.display()
+                );
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => record_error(r, &format!("cannot take over replication: {e}")),
+        }
+        if r.unless_closed(tokio::time::sleep(FOLLOWER_RETRY)).await {
+            return false;
+        }
+    }
+}
+
+/// Looks for commits other processes made (off the async threads: it reads files).
+async fn poll_foreign(r: &Arc<Replicator>) -> bool {
+    let r2 = r.clone();
+    let found = tokio::task::spawn_blocking(move || r2.capture.lock().poll_foreign(false)).await;
+    match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            record_error(
+                r,
+                &format!("cannot read the database for other processes' commits: {e}"),
+            );
+            false
+        }
+        Err(e) => {
+            record_error(r, &format!("internal error: {e}"));
+            false
+        }
+    }
+}
+
+/// Seals the next file: under a read transaction when it must see the database whole (a
+/// full snapshot, or other processes' commits to resolve). None: nothing to ship now.
+fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued>> {
+    let now = crate::timefmt::now_millis();
+    let wants_read = {
+        let c = r.capture.lock();
+        c.queue.is_empty() && c.needs_consistent_read()
+    };
+    if wants_read {
+        let sealed = r.with_database_still(|c| {
+            c.poll_foreign(true)?;
+            if c.queue.is_empty() {
+                c.seal_next(now, false, true)?;
+            }
+            Ok::<_, std::io::Error>(c.queue.front().cloned())
+        });
+        match sealed {
+            Ok(result) => return result,
+            // Not now (a writer holds the database, no file yet): our own write lock may
+            // hold it still instead (exclusive locking mode), else the next pass tries again.
+            Err(e) => log::debug!("{}: no consistent read yet: {e}", r.db_path.display()),
+        }
+    }
+    let mut c = r.capture.lock();
+    if c.queue.is_empty() {
+        c.seal_next(now, false, false)?;
+    }
+    Ok(c.queue.front().cloned())
+}
+
 async fn run(r: Arc<Replicator>) {
     let mut attempt = 0u32;
     let mut last_put: Option<Instant> = None;
+    let mut poll_every = FOREIGN_POLL_MIN;
     loop {
         if r.closing.load(Ordering::SeqCst) {
             return;
         }
+        if !r.capture.lock().is_owner() && !wait_for_ownership(&r).await {
+            return;
+        }
         // Nothing to ship: wait for a commit or a flush without a single request to the
-        // store (an idle database costs nothing, and lets its lease lapse).
+        // store (an idle database costs nothing, and lets its lease lapse), looking now and
+        // then for commits of other processes.
         r.idle.store(true, Ordering::SeqCst);
         let has_work = r.capture.lock().has_work() || r.flush.load(Ordering::SeqCst);
         if !has_work {
-            r.wake.notified().await;
+            tokio::select! {
+                _ = r.wake.notified() => { poll_every = FOREIGN_POLL_MIN; }
+                _ = tokio::time::sleep(poll_every) => {
+                    if poll_foreign(&r).await {
+                        poll_every = FOREIGN_POLL_MIN;
+                    } else {
+                        poll_every = (poll_every * 2).min(FOREIGN_POLL_MAX);
+                    }
+                }
+            }
             continue;
         }
         // Busy: commits from now on need not wake us (a wakeup per commit would cost the
@@ -152,14 +252,7 @@ async fn run(r: Arc<Replicator>) {
         r.idle.store(true, Ordering::SeqCst);
         let next = {
             let r2 = r.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut c = r2.capture.lock();
-                if c.queue.is_empty() {
-                    c.seal_next(crate::timefmt::now_millis(), false)?;
-                }
-                Ok::<_, std::io::Error>(c.queue.front().cloned())
-            })
-            .await
+            tokio::task::spawn_blocking(move || next_to_ship(&r2)).await
         };
         let item = match next {
             Ok(Ok(Some(item))) => {

@@ -6,6 +6,13 @@
 //! truncates or deletes the WAL, whatever is still unshipped is encoded to the local spool.
 //! Rollback-journal mode: pages written to the database file are noted and read back at the
 //! commit point (journal finalized, or the write lock dropped).
+//!
+//! Only the *owner* process of a database captures (see `handoff`); in a follower the same
+//! callbacks only hand pages over before its own writes destroy them. Commits by other
+//! processes reach the owner through the WAL itself, hand-offs, or (from writers without
+//! the extension) a full snapshot: `foreign` finds them.
+
+mod foreign;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
@@ -15,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::handoff::{HandoffDir, ShippedMark};
 use super::meta::{DbFingerprint, MetaDir, SavedState, WalPosition};
 use super::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 use crate::ltx::{self, Encoder, Header};
@@ -90,6 +98,18 @@ pub struct Capture {
     db_path: PathBuf,
     wal_path: PathBuf,
     meta: MetaDir,
+    handoffs: HandoffDir,
+    /// `owner.lock`, while this process is the database's owner (None: a follower).
+    owner: Option<File>,
+    /// The file change counter after the last commit captured (rollback-journal mode).
+    last_counter: Option<u32>,
+    /// Salts of the last WAL generation this process saw to its end before the WAL was
+    /// truncated or deleted: a new generation continues it only if its first salt is one more.
+    ended_generation: Option<(u32, u32)>,
+    /// A change counter moved with no hand-off for it yet: look again under a read lock (the
+    /// writer may still be committing) before resyncing.
+    foreign_unresolved: bool,
+
     db_file: Option<File>,
     wal_file: Option<File>,
     page_size: u32,
@@ -116,6 +136,9 @@ pub struct Capture {
     /// Commits captured so far, and how many of them the replica has (for `sync`).
     pub commits_captured: u64,
     pub commits_shipped: u64,
+    /// Full snapshots sealed since this process became the owner (the first one included):
+    /// each after the first means a gap was found and healed.
+    pub full_snapshots: u64,
 }
 
 /// Pending page bytes a WAL restart may hold in memory instead of sealing and spooling them.
@@ -129,32 +152,80 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Capture {
-    /// Local recovery at first open: saved state, spool, and whatever the WAL holds beyond it.
+    /// The capture of `db_path`: the owner's if no other process owns it, else a follower's.
     pub fn open(db_path: &Path, spool_limit: u64) -> io::Result<Self> {
         let meta = MetaDir::for_database(db_path);
-        let saved = meta.load_state();
+        let handoffs = HandoffDir::new(meta.dir());
         let mut c = Self {
             db_path: db_path.to_path_buf(),
             wal_path: PathBuf::from(format!("{}-wal", db_path.display())),
             meta,
+            handoffs,
+            owner: None,
+            last_counter: None,
+            ended_generation: None,
+            foreign_unresolved: false,
             db_file: None,
             wal_file: None,
-            page_size: saved.as_ref().map_or(0, |s| s.page_size),
+            page_size: 0,
             wal: None,
             wal_handles: 0,
             write_locks: 0,
             dirty: BTreeSet::new(),
             pending: None,
             queue: VecDeque::new(),
-            last_txid: saved.as_ref().map_or(0, |s| s.txid),
+            last_txid: 0,
             shipped_txid: 0,
-            last_commit: saved.as_ref().map_or(0, |s| s.commit),
-            needs_full: saved.is_none(),
+            last_commit: 0,
+            needs_full: false,
             spool_limit,
             remote_known: false,
             commits_captured: 0,
             commits_shipped: 0,
+            full_snapshots: 0,
         };
+        c.try_become_owner()?;
+        Ok(c)
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// The owner's pid, for a follower's status.
+    pub fn owner_pid(&self) -> Option<u32> {
+        self.handoffs.owner_pid()
+    }
+
+    /// Takes ownership when no other process holds it (at open; a follower retries, so one
+    /// takes over when the owner exits). Never in the middle of a write transaction of ours:
+    /// its first pages would have gone uncaptured.
+    pub fn try_become_owner(&mut self) -> io::Result<bool> {
+        if self.owner.is_some() {
+            return Ok(true);
+        }
+        if self.write_locks > 0 || !self.dirty.is_empty() {
+            return Ok(false);
+        }
+        let Some(lock) = self.handoffs.try_own()? else {
+            return Ok(false);
+        };
+        self.owner = Some(lock);
+        self.recover()?;
+        Ok(true)
+    }
+
+    /// Local recovery when this process becomes the owner: saved state, spool, and whatever
+    /// the WAL and the database hold beyond them.
+    fn recover(&mut self) -> io::Result<()> {
+        let saved = self.meta.load_state();
+        let db_path = self.db_path.clone();
+        let db_path = db_path.as_path();
+        self.page_size = saved.as_ref().map_or(0, |s| s.page_size);
+        self.last_txid = saved.as_ref().map_or(0, |s| s.txid);
+        self.last_commit = saved.as_ref().map_or(0, |s| s.commit);
+        self.needs_full = saved.is_none();
+        let c = self;
         // Spooled files are verified whole (they were written without fsync): from the first
         // bad one on, the spool is dropped and a full snapshot replaces what it held.
         let mut spool_ok = true;
@@ -182,7 +253,17 @@ impl Capture {
         if c.page_size == 0 {
             c.page_size = c.read_db_page_size().unwrap_or(0);
         }
-        Ok(c)
+        // Rollback-journal mode: the saved counter, if the file is the one we saved, tells
+        // whether another process committed while no owner was watching.
+        if let Some(counter) = c.db_header().ok().flatten().map(|h| h.counter) {
+            match saved.as_ref().and_then(|s| s.counter) {
+                Some(s) if s != counter && c.wal.is_none() => c.needs_full = true,
+                _ => {}
+            }
+            c.last_counter = Some(counter);
+        }
+        c.publish_pin();
+        Ok(())
     }
 
     fn queue_spooled(&mut self, txid: u64) -> io::Result<()> {
@@ -202,6 +283,7 @@ impl Capture {
                 commit: header.commit,
                 wal: None,
                 db: None,
+                counter: None,
             },
             first_commit_ms: header.timestamp,
             commits: 0,
@@ -342,6 +424,12 @@ impl Capture {
     /// WAL generation) and healed with a full snapshot. Otherwise (store unreachable, a full
     /// snapshot due, or more pending than `HOLD_LIMIT`) they are sealed and spooled.
     pub fn before_wal_header(&mut self) -> io::Result<()> {
+        if !self.is_owner() {
+            return self.hand_off_wal_generation();
+        }
+        // Frames other processes committed in the ending generation: read them while they
+        // are still there.
+        self.catch_up_wal()?;
         let held =
             self.pending.as_ref().map_or(0, |p| p.pages.len() as u64) * u64::from(self.page_size);
         if self.remote_known && !self.needs_full && held <= HOLD_LIMIT {
@@ -376,7 +464,11 @@ impl Capture {
     pub fn after_wal_header(&mut self, bytes: &[u8]) -> io::Result<()> {
         // A fresh file descriptor: the WAL may be a new file since we last read it.
         self.wal_file = None;
+        if !self.is_owner() {
+            return Ok(());
+        }
         if let Some(header) = WalHeader::parse(bytes) {
+            self.ended_generation = None;
             self.page_size = header.page_size;
             self.wal = Some(WalCursor {
                 header,
@@ -393,10 +485,27 @@ impl Capture {
     /// After SQLite wrote `bytes` at `offset` (>= 32) of the WAL: parse complete frames.
     /// Returns whether a transaction committed.
     pub fn after_wal_write(&mut self, offset: u64, bytes: &[u8]) -> io::Result<bool> {
+        if !self.is_owner() {
+            return Ok(false);
+        }
+        self.parse_wal_write(offset, bytes, true)
+    }
+
+    fn parse_wal_write(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        may_catch_up: bool,
+    ) -> io::Result<bool> {
         let len = bytes.len() as u64;
+        if self.wal.is_none() && may_catch_up {
+            // Another process wrote this generation's header: line up with it first.
+            self.catch_up_wal()?;
+            return self.parse_wal_write(offset, bytes, false);
+        }
         let Some(mut cur) = self.wal.take() else {
-            // A WAL we have no header for (opened mid-generation by an old state): resync.
-            self.needs_full = true;
+            // A WAL we cannot line up with: resync.
+            self.resync("a WAL generation this process did not see start");
             return Ok(true);
         };
         let mut committed = false;
@@ -426,12 +535,13 @@ impl Capture {
             let fh = FrameHeader::parse(&head);
             if (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
                 // Frames of a generation we did not see start: another process restarted the
-                // WAL. We cannot know what we missed.
-                log::warn!(
-                    "{}: WAL restarted outside this VFS; resyncing with a full snapshot",
-                    self.db_path.display()
-                );
-                self.needs_full = true;
+                // WAL. Follow its hand-offs (or resync), then parse this write again.
+                self.wal = Some(cur);
+                if may_catch_up {
+                    self.catch_up_wal()?;
+                    return self.parse_wal_write(offset, bytes, false);
+                }
+                self.resync("the WAL was restarted by a process that handed nothing over");
                 return Ok(true);
             }
             cur.txn.push((fh.pgno, cur.next));
@@ -454,7 +564,14 @@ impl Capture {
 
     /// Before the WAL is truncated or deleted.
     pub fn before_wal_reset(&mut self) -> io::Result<()> {
+        if !self.is_owner() {
+            self.hand_off_wal_generation()?;
+            self.wal_file = None;
+            return Ok(());
+        }
+        self.catch_up_wal()?;
         self.evacuate()?;
+        self.ended_generation = self.wal.as_ref().map(|c| (c.header.salt1, c.header.salt2));
         self.wal = None;
         self.wal_file = None;
         Ok(())
@@ -462,6 +579,10 @@ impl Capture {
 
     /// After the WAL was truncated or deleted: the database file holds everything.
     pub fn after_wal_reset(&mut self) -> io::Result<()> {
+        if !self.is_owner() {
+            return Ok(());
+        }
+        self.last_counter = self.db_header()?.map(|h| h.counter);
         self.save_position(false)
     }
 
@@ -490,8 +611,24 @@ impl Capture {
             self.page_size = size;
         }
         let ps = u64::from(self.page_size);
-        let file_len = self.db_file()?.metadata()?.len();
-        let commit = (file_len / ps) as u32;
+        let header = self.db_header()?;
+        // The size after this commit: the header's (SQLite may truncate the file later, or
+        // not at all), else the file's.
+        let commit = match header.and_then(|h| h.valid_size()) {
+            Some(pages) => pages,
+            None => (self.db_file()?.metadata()?.len() / ps) as u32,
+        };
+        let counter = header.map(|h| h.counter);
+        if !self.is_owner() {
+            return self.hand_off_commit(counter, commit);
+        }
+        // Commits of other processes since the last one we saw come first.
+        if let (Some(now), Some(last)) = (counter, self.last_counter) {
+            if now.wrapping_sub(last) > 1 {
+                self.take_counter_handoffs(last, now.wrapping_sub(1), true)?;
+            }
+        }
+        self.last_counter = counter.or(self.last_counter);
         let dirty = std::mem::take(&mut self.dirty);
         let mut pages = Vec::with_capacity(dirty.len());
         let lock = ltx::lock_pgno(self.page_size);
@@ -515,9 +652,23 @@ impl Capture {
     ) -> io::Result<()> {
         match source {
             Some(PageSource::Data(b)) => buf.copy_from_slice(b),
-            Some(PageSource::Wal(at)) => self
-                .wal_file()?
-                .read_exact_at(buf, at + FRAME_HEADER_SIZE)?,
+            Some(PageSource::Wal(at)) => {
+                let at = *at;
+                let salts = self.wal.as_ref().map(|c| (c.header.salt1, c.header.salt2));
+                let file = self.wal_file()?;
+                file.read_exact_at(buf, at + FRAME_HEADER_SIZE)?;
+                // Another process may restart the WAL and overwrite this frame at any time
+                // (it writes a frame's header before its page): a header still of our
+                // generation and page after the read means the page read was ours.
+                let mut head = [0u8; FRAME_HEADER_SIZE as usize];
+                file.read_exact_at(&mut head, at)?;
+                let fh = FrameHeader::parse(&head);
+                if Some((fh.salt1, fh.salt2)) != salts || fh.pgno != pgno {
+                    return Err(io::Error::other(format!(
+                        "WAL frame at {at} of page {pgno} was overwritten by another process before it was shipped"
+                    )));
+                }
+            }
             None => {
                 // From the database file; pages past its end are zero (growth not yet written).
                 let at = (u64::from(pgno) - 1) * buf.len() as u64;
@@ -533,38 +684,6 @@ impl Capture {
             }
         }
         Ok(())
-    }
-
-    /// The database size in pages as SQLite sees it now.
-    fn current_commit(&mut self) -> io::Result<u32> {
-        if self.wal.is_some() {
-            let scan = wal::scan(self.wal_file()?, None)?;
-            if let Some(c) = scan.commit {
-                return Ok(c);
-            }
-        }
-        let len = self
-            .db_file()
-            .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
-            .unwrap_or(0);
-        Ok((len / u64::from(self.page_size.max(512))) as u32)
-    }
-
-    /// Every page of the current database: the file overlaid with committed WAL frames.
-    fn full_page_map(&mut self) -> io::Result<BTreeMap<u32, PageSource>> {
-        let mut map = BTreeMap::new();
-        if self.wal.is_some() {
-            let scan = wal::scan(self.wal_file()?, None)?;
-            map.extend(
-                scan.pages
-                    .into_iter()
-                    .map(|(p, at)| (p, PageSource::Wal(at))),
-            );
-        }
-        if let Some(p) = &self.pending {
-            map.extend(p.pages.iter().map(|(&k, v)| (k, v.clone())));
-        }
-        Ok(map)
     }
 
     /// The durable position after everything captured so far.
@@ -600,6 +719,7 @@ impl Capture {
             commit: self.last_commit,
             wal,
             db,
+            counter: self.last_counter,
         })
     }
 
@@ -615,8 +735,14 @@ impl Capture {
 
     /// Assigns the next TXID to what is pending (or to a full snapshot) and queues the LTX.
     /// Only once the replica's position is known, unless `force` (the WAL is about to go).
-    pub fn seal_next(&mut self, now_ms: i64, force: bool) -> io::Result<bool> {
-        if (self.pending.is_none() && !self.needs_full) || !(self.remote_known || force) {
+    /// A full snapshot is built only from a consistent view: `consistent` says the caller
+    /// holds a read transaction on the database (nobody can commit or checkpoint under it);
+    /// else only while this process itself holds the write lock between transactions.
+    pub fn seal_next(&mut self, now_ms: i64, force: bool, consistent: bool) -> io::Result<bool> {
+        if !self.is_owner()
+            || (self.pending.is_none() && !self.needs_full)
+            || !(self.remote_known || force)
+        {
             return Ok(false);
         }
         if self.page_size == 0 {
@@ -627,25 +753,36 @@ impl Capture {
         }
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
-        if full && self.wal.is_none() && (self.write_locks > 0 || self.journal_active()) {
-            // A rollback-journal transaction is in progress (or a crash left a hot journal
-            // that the next reader will roll back): the file is not consistent yet.
+        if full && !(consistent || self.holds_database_still()) {
             return Ok(false);
         }
-        let pending = self.pending.take();
-        let commit = match &pending {
-            Some(p) => p.commit,
-            None => self.current_commit()?,
+        if full && !consistent && self.journal_active() {
+            // A crash left a hot journal that the next reader will roll back.
+            return Ok(false);
+        }
+        // A full snapshot is the database as it is now: what is pending is in it.
+        let (pending, view) = if full {
+            let pending = self.pending.take();
+            (pending, Some(self.full_view()?))
+        } else {
+            (self.pending.take(), None)
+        };
+        let commit = match (&view, &pending) {
+            (Some((_, commit)), _) => *commit,
+            (None, Some(p)) => p.commit,
+            (None, None) => 0,
         };
         if commit == 0 {
-            self.pending = pending;
+            if !full {
+                self.pending = pending;
+            }
             return Ok(false);
         }
         let first_commit_ms = pending.as_ref().map_or(now_ms, |p| p.first_commit_ms);
-        let mut sources = match (full, pending) {
-            (true, _) => self.full_page_map()?,
-            (false, Some(p)) => p.pages,
-            (false, None) => BTreeMap::new(),
+        let mut sources = match (view, pending) {
+            (Some((map, _)), _) => map,
+            (None, Some(p)) => p.pages,
+            (None, None) => BTreeMap::new(),
         };
         // Pages added by growth that no captured frame carried: their current content (a
         // committed WAL frame, else the database file).
@@ -654,8 +791,22 @@ impl Capture {
         // Usually growth pages came as frames of the same transactions: only when one is
         // missing is the WAL scanned (a scan per seal would cost the commit path dearly).
         let missing = (from..=commit).any(|p| p != lock && !sources.contains_key(&p));
-        if !full && missing && self.wal.is_some() {
+        if let (false, true, Some(cur)) = (full, missing, self.wal.clone()) {
+            // Only frames of the generation we capture: another process may have restarted
+            // the WAL since (then its hand-off must be read first).
             let scan = wal::scan(self.wal_file()?, None)?;
+            if scan.header.map(|h| (h.salt1, h.salt2)) != Some((cur.header.salt1, cur.header.salt2))
+            {
+                self.pending = Some(Pending {
+                    pages: sources,
+                    commit,
+                    first_commit_ms,
+                });
+                return match self.catch_up_wal()? {
+                    true => Ok(false),
+                    false => Err(io::Error::other("the WAL changed generation under capture")),
+                };
+            }
             for (p, at) in scan.pages.range(from..=commit) {
                 sources.entry(*p).or_insert(PageSource::Wal(*at));
             }
@@ -670,29 +821,27 @@ impl Capture {
             .into_iter()
             .collect();
         let header = Header::new(self.page_size, commit, txid, txid, now_ms);
-        // A large file (a snapshot, a big transaction) is encoded straight into the spool and
-        // streamed from there: no database-sized buffer in memory.
-        let location = if pgnos.len() as u64 * u64::from(self.page_size) > ENCODE_IN_MEMORY_LIMIT {
-            let (path, file) = self.meta.spool_file(txid)?;
-            let encoded = Encoder::new(io::BufWriter::new(file), header)
-                .map_err(other)
-                .and_then(|enc| self.encode_pages(enc, &pgnos, &mut sources))
-                .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-                .and_then(|f| f.metadata());
-            match encoded {
-                Ok(meta) => Location::Spool(path, meta.len()),
-                Err(e) => {
-                    self.meta.unspool(txid);
-                    return Err(e);
+        let location = match self.encode(header, &pgnos, &sources) {
+            Ok(location) => location,
+            Err(e) if !full => {
+                // Nothing is lost: the pages stay pending. A frame another process overwrote
+                // (it restarted the WAL) comes back through its hand-off, read now.
+                self.pending = Some(Pending {
+                    pages: sources,
+                    commit,
+                    first_commit_ms,
+                });
+                if self.catch_up_wal()? {
+                    return Ok(false);
                 }
+                return Err(e);
             }
-        } else {
-            let enc = Encoder::new(Vec::new(), header).map_err(other)?;
-            Location::Memory(Bytes::from(self.encode_pages(enc, &pgnos, &mut sources)?))
+            Err(e) => return Err(e),
         };
         self.last_txid = txid;
         self.last_commit = commit;
         self.needs_full = false;
+        self.full_snapshots += u64::from(full);
         let after = self.position()?;
         self.queue.push_back(Queued {
             header,
@@ -706,17 +855,46 @@ impl Capture {
         Ok(true)
     }
 
+    /// Encodes an LTX file. A large one (a snapshot, a big transaction) is encoded straight
+    /// into the spool and streamed from there: no database-sized buffer in memory.
+    fn encode(
+        &mut self,
+        header: Header,
+        pgnos: &[u32],
+        sources: &BTreeMap<u32, PageSource>,
+    ) -> io::Result<Location> {
+        let txid = header.min_txid;
+        if pgnos.len() as u64 * u64::from(self.page_size) <= ENCODE_IN_MEMORY_LIMIT {
+            let enc = Encoder::new(Vec::new(), header).map_err(other)?;
+            return Ok(Location::Memory(Bytes::from(
+                self.encode_pages(enc, pgnos, sources)?,
+            )));
+        }
+        let (path, file) = self.meta.spool_file(txid)?;
+        let encoded = Encoder::new(io::BufWriter::new(file), header)
+            .map_err(other)
+            .and_then(|enc| self.encode_pages(enc, pgnos, sources))
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.metadata());
+        match encoded {
+            Ok(meta) => Ok(Location::Spool(path, meta.len())),
+            Err(e) => {
+                self.meta.unspool(txid);
+                Err(e)
+            }
+        }
+    }
+
     /// Encodes `pgnos` (their bytes from `sources`, else the database file) and finishes.
     fn encode_pages<W: io::Write>(
         &mut self,
         mut enc: Encoder<W>,
         pgnos: &[u32],
-        sources: &mut BTreeMap<u32, PageSource>,
+        sources: &BTreeMap<u32, PageSource>,
     ) -> io::Result<W> {
         let mut buf = vec![0u8; self.page_size as usize];
         for &pgno in pgnos {
-            let source = sources.remove(&pgno);
-            self.read_page(pgno, source.as_ref(), &mut buf)?;
+            self.read_page(pgno, sources.get(&pgno), &mut buf)?;
             enc.encode_page(pgno, &buf).map_err(other)?;
         }
         Ok(enc.finish(0).map_err(other)?.0)
@@ -724,7 +902,12 @@ impl Capture {
 
     /// Writes every queued in-memory file and anything pending to the spool, durably.
     fn evacuate(&mut self) -> io::Result<()> {
-        self.seal_next(crate::timefmt::now_millis(), true)?;
+        if self.needs_full {
+            // The full snapshot due holds these pages: nothing to keep.
+            self.pending = None;
+        } else {
+            self.seal_next(crate::timefmt::now_millis(), true, false)?;
+        }
         let mut spooled = 0u64;
         for q in self.queue.iter_mut() {
             if let Location::Memory(bytes) = &q.location {
@@ -817,6 +1000,12 @@ impl Capture {
             self.commits_shipped = self.commits_shipped.max(q.commits);
             if q.saves_position {
                 self.meta.save_state(&q.after, false)?;
+                let mark = ShippedMark {
+                    txid,
+                    wal: q.after.wal.map(|w| (w.salt1, w.salt2, w.end)),
+                    counter: q.after.counter,
+                };
+                self.handoffs.publish_shipped(&mark)?;
             }
         }
         Ok(())

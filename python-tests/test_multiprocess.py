@@ -1,0 +1,166 @@
+"""Several processes write one database: one (the owner) replicates it; the others, with or
+without the extension, commit too. Every commit must reach the replica, whoever made it, in
+every journal mode; a gap is answered with a full snapshot, never silently."""
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+
+import pytest
+
+from helpers import ROOT, Store, dump, litestream_restore, random_workload
+from test_replication import open_replicated, sync
+from test_restore import restore
+
+HERE = os.path.dirname(__file__)
+
+
+def child(store, ext_path, mode, db, url, seed, seconds, *extra):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "mp_writer.py"), mode, ext_path, str(db),
+         urllib.parse.quote(url, safe=""), str(seed), str(seconds), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=store.env())
+
+
+def finish(p):
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, f"writer failed: {err}"
+    return int(out.split()[-1])
+
+
+def status_of(con, db):
+    doc = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    return next(d for d in doc["databases"] if d["path"] == str(db))
+
+
+def check_replica(con, store, url, db, tmp_path):
+    """Both restores equal the local database, which is sound."""
+    expected = dump(db)
+    ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
+    for f in (ours, theirs):
+        f.unlink(missing_ok=True)
+    restore(con, url, ours)
+    assert dump(ours) == expected
+    assert dump(litestream_restore(store, url, theirs)) == expected
+
+
+@pytest.mark.parametrize("kind", ["file", "moto"])
+@pytest.mark.parametrize("journal_mode", ["wal", "delete", "truncate", "persist"])
+@pytest.mark.parametrize("other", ["ext", "plain"])
+def test_commits_of_another_process_reach_the_replica(connect, ext_path, tmp_path, monkeypatch, kind,
+                                                      journal_mode, other):
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("pragma wal_autocheckpoint=20")
+    rng = __import__("random").Random(f"{kind}{journal_mode}{other}")
+    random_workload(con, rng, 5, allow_vacuum=False)
+    sync(con)
+    assert status_of(con, db)["role"] == "owner"
+    # The other process writes alone, then both at once.
+    finish(child(store, ext_path, other, db, url, 1, 1.5))
+    p = child(store, ext_path, other, db, url, 2, 1.5)
+    while p.poll() is None:
+        random_workload(con, rng, 1, allow_vacuum=False)
+    finish(p)
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    # Only the other process commits last: the owner still notices without writing itself.
+    finish(child(store, ext_path, other, db, url, 3, 0.5))
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    st = status_of(con, db)
+    assert st["last_error"] is None, st
+    con.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_follower_hands_over_and_its_sync_waits_for_the_owner(connect, ext_path, tmp_path, journal_mode):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    random_workload(con, __import__("random").Random(7), 3, allow_vacuum=False)
+    sync(con)
+    before = status_of(con, db)
+    # The follower's litestream_sync() returns once the owner has shipped its commits.
+    finish(child(store, ext_path, "ext", db, url, 4, 1.0, "sync"))
+    expected = dump(db)
+    out = tmp_path / "after-follower.db"
+    restore(con, url, out)
+    assert dump(out) == expected
+    # Hand-offs, not full snapshots: the owner never needed to resync.
+    st = status_of(con, db)
+    assert st["uploads"] > before["uploads"], st
+    assert st["full_snapshots"] == before["full_snapshots"] == 1, (before, st)
+    handoffs = tmp_path / ".app.db-litestream" / "handoff"
+    if journal_mode != "wal":
+        assert not handoffs.exists() or not [n for n in os.listdir(handoffs) if n.startswith("cc-")], \
+            "hand-offs left behind after they were taken"
+    con.close()
+
+
+def test_a_follower_takes_over_when_the_owner_exits(connect, ext_path, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    # The first process to open is the owner; this one comes second and follows.
+    owner = child(store, ext_path, "ext", db, url, 5, 2.0, "sync")
+    import time
+    deadline = time.time() + 30
+    while not (tmp_path / ".app.db-litestream" / "owner.lock").exists():
+        assert time.time() < deadline, "the owner never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    assert status_of(con, db)["role"] == "follower"
+    con.execute("create table if not exists mine(x)")
+    con.execute("insert into mine values(1)")
+    finish(owner)
+    # The owner is gone: this process takes over and ships what is left.
+    con.execute("insert into mine values(2)")
+    sync(con)
+    assert status_of(con, db)["role"] == "owner"
+    check_replica(con, store, url, db, tmp_path)
+    con.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_soak_several_writers_every_txid_restores(connect, ext_path, tmp_path, monkeypatch, journal_mode):
+    """Two followers with the extension and one plain writer commit at random beside the
+    owner; afterwards every TXID of the replica restores to a sound database, and the latest
+    equals the local file."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    seconds = float(os.environ.get("LITESTREAM_MP_SOAK_SECONDS", "8"))
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("pragma wal_autocheckpoint=20")
+    rng = __import__("random").Random(journal_mode)
+    random_workload(con, rng, 3, allow_vacuum=False)
+    procs = [child(store, ext_path, "ext", db, url, 10, seconds),
+             child(store, ext_path, "ext", db, url, 11, seconds),
+             child(store, ext_path, "plain", db, url, 12, seconds)]
+    while any(p.poll() is None for p in procs):
+        random_workload(con, rng, 1, allow_vacuum=False)
+    assert sum(finish(p) for p in procs) > 10
+    latest = int(sync(con)[str(db)], 16)
+    check_replica(con, store, url, db, tmp_path)
+    # Every TXID restores to a sound database (dump() runs integrity_check).
+    for txid in range(1, latest + 1):
+        out = tmp_path / f"t{txid}.db"
+        restore(con, url, out, txid)
+        dump(out)
+        out.unlink()
+    con.close()
