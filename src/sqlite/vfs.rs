@@ -141,7 +141,10 @@ unsafe extern "C" fn io_write(
                 // A new WAL header: the old generation's frames are about to be reused.
                 r.clone().around(
                     "WAL restart",
-                    |c| c.before_wal_header(),
+                    |c| {
+                        c.before_own_write(true)?;
+                        c.before_wal_header()
+                    },
                     || inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off),
                     |c, &rc| {
                         if rc != ffi::SQLITE_OK {
@@ -159,6 +162,7 @@ unsafe extern "C" fn io_write(
                 let mut rc = 0;
                 let mut committed = false;
                 r.with_capture("WAL write", |c| {
+                    let before = c.before_own_write(true);
                     rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
                     if rc == ffi::SQLITE_OK {
                         // SAFETY: SQLite passes `amt` readable bytes at `buf`.
@@ -166,7 +170,7 @@ unsafe extern "C" fn io_write(
                             unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
                         committed = c.after_wal_write(offset, bytes)?;
                     }
-                    Ok(())
+                    before
                 });
                 if committed {
                     r.notify();
@@ -177,11 +181,12 @@ unsafe extern "C" fn io_write(
                 let r = r.clone();
                 let mut rc = 0;
                 r.with_capture("database write", |c| {
+                    let before = c.before_own_write(false);
                     rc = inner_call!(f, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
                     if rc == ffi::SQLITE_OK {
                         c.after_db_write(offset, len);
                     }
-                    Ok(())
+                    before
                 });
                 rc
             }

@@ -79,6 +79,25 @@ impl Capture {
         self.write_locks > 0 && self.dirty.is_empty()
     }
 
+    /// Before this process changes the database (`wal`: a WAL write, which holds the WAL
+    /// write lock; else a rollback-journal page write, which holds the exclusive lock): a
+    /// full snapshot that is due is taken now, in place, so the state before this change
+    /// (written by someone else, or before a gap) gets a TXID of its own.
+    pub fn before_own_write(&mut self, wal: bool) -> io::Result<()> {
+        let due = self.is_owner() && self.needs_full && !self.queue.iter().any(|q| q.full);
+        // The database is still at its last commit: no page of ours is written yet (a
+        // transaction's own WAL frames come after the last commit frame and are left out).
+        let still = if wal {
+            true
+        } else {
+            self.wal_handles == 0 && self.dirty.is_empty()
+        };
+        if due && still {
+            self.seal_next(crate::timefmt::now_millis(), true, true)?;
+        }
+        Ok(())
+    }
+
     /// Whether this owner must look for other processes' commits under a read lock before it
     /// ships (a change counter moved and its hand-offs were not there yet).
     pub fn needs_consistent_read(&self) -> bool {

@@ -1,0 +1,117 @@
+"""Capture in every mode: the state before the first commit through the VFS gets a TXID, an
+exclusive-locking connection replicates, a shrinking rollback-journal commit restores
+without junk pages, and a capture step that fails never skips SQLite's own write."""
+import json
+import os
+import shutil
+import sqlite3
+import urllib.parse
+
+import pytest
+
+from helpers import Store, dump, litestream_restore
+from test_replication import open_replicated, sync
+from test_restore import restore
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_state_written_without_the_vfs_gets_its_own_txid(connect, tmp_path, journal_mode):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute(f"pragma journal_mode={journal_mode}")
+    plain.execute("pragma wal_autocheckpoint=0")
+    plain.execute("create table keep(x)")
+    plain.execute("insert into keep values('precious')")
+    before = dump(db)
+    # WAL mode: the table lives only in WAL frames written without the extension.
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("drop table keep")
+    latest = int(sync(con)[str(db)], 16)
+    plain.close()
+    assert latest >= 2, "the drop must not be folded into the first snapshot"
+    out = tmp_path / "before.db"
+    restore(con, url, out, latest - 1)
+    assert dump(out) == before
+    assert dump(litestream_restore(store, url, tmp_path / "theirs.db", latest - 1)) == before
+    con.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "persist", "truncate", "wal"])
+def test_exclusive_locking_mode_from_the_start_replicates(connect, tmp_path, journal_mode):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma locking_mode=exclusive")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("create table t(x)")
+    for i in range(20):
+        con.execute("insert into t values(?)", (i,))
+    sync(con, 10000)
+    out = tmp_path / "out.db"
+    restore(con, url, out)
+    con2 = sqlite3.connect(out)
+    assert con2.execute("select count(*) from t").fetchone()[0] == 20
+    con2.close()
+    con.close()
+
+
+@pytest.mark.parametrize("how", ["vacuum", "auto_vacuum"])
+@pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
+def test_a_shrinking_commit_restores_to_the_same_size(connect, tmp_path, how, journal_mode):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    if how == "auto_vacuum":
+        con.execute("pragma auto_vacuum=full")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("create table t(x)")
+    con.execute("insert into t select randomblob(3000) from generate_series(1, 200)"
+                if False else "with recursive n(i) as (select 1 union all select i+1 from n where i < 200) "
+                "insert into t select randomblob(3000) from n")
+    sync(con)
+    con.execute("delete from t where rowid > 20")
+    if how == "vacuum":
+        con.execute("vacuum")
+    latest = int(sync(con)[str(db)], 16)
+    pages = con.execute("pragma page_count").fetchone()[0]
+    assert os.path.getsize(db) == pages * 4096
+    out = tmp_path / "out.db"
+    restore(con, url, out, latest)
+    assert os.path.getsize(out) == os.path.getsize(db), "junk pages past the end"
+    assert dump(out) == dump(db)
+    theirs = litestream_restore(store, url, tmp_path / "theirs.db")
+    assert os.path.getsize(theirs) == os.path.getsize(db)
+    con.close()
+
+
+def test_a_failed_capture_step_never_skips_sqlites_write(connect, tmp_path):
+    """The store is unreachable, so WAL restarts spool what is unshipped; the spool cannot be
+    written (a file stands where its directory should be). SQLite's own writes must still all
+    happen: a plain sqlite3 reopening the database sees every committed row."""
+    db = tmp_path / "app.db"
+    meta = tmp_path / ".app.db-litestream"
+    meta.mkdir()
+    (meta / "spool").write_text("not a directory")
+    url = "s3://bucket/app.db?endpoint=http://127.0.0.1:9&region=us-east-1"
+    con = open_replicated(connect, db, url, lease="off")
+    con.execute("pragma journal_mode=wal")
+    con.execute("pragma wal_autocheckpoint=5")  # many WAL restarts
+    con.execute("create table t(x)")
+    for i in range(300):
+        con.execute("insert into t values(randomblob(2000))")
+    st = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    # A crash now: copy the files as they are (no close, no checkpoint).
+    for name in ("app.db", "app.db-wal"):
+        if (tmp_path / name).exists():
+            shutil.copy(tmp_path / name, tmp_path / f"crash-{name}")
+    check = sqlite3.connect(tmp_path / "crash-app.db")
+    assert check.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert check.execute("select count(*) from t").fetchone()[0] == 300
+    check.close()
+    db_status = next(d for d in st["databases"] if d["path"] == str(db))
+    assert db_status["last_error"], "the failing spool must show in the status"
+    con.close()
