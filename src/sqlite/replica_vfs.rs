@@ -10,7 +10,6 @@ use super::guard;
 use super::vfs::{uri_params, LAST_OPEN_ERROR};
 use crate::config::ReplicaConfig;
 use crate::replica::ReplicaFile;
-use crate::restore::Target;
 
 /// `sqlite3_file_control` opcode that hands SQL functions the connection's [`ReplicaFile`].
 pub const FCNTL_REPLICA_FILE: c_int = 0x4c53_5231;
@@ -168,10 +167,6 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 
 fn open_replica(path: &std::path::Path, name: *const c_char) -> Result<ReplicaFile, String> {
     let (config, target) = ReplicaConfig::resolve(path, &uri_params(name))?;
-    let target = match target {
-        Some(t) => Target::parse(&t)?,
-        None => Target::Latest,
-    };
     ReplicaFile::open(config, target)
 }
 

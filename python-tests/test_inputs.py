@@ -1,0 +1,169 @@
+"""What the extension is given, taken as given: timestamp targets with every digit, replica
+parameters per connection and in their own form, bad input refused with a message quoting
+it (never a panic), VACUUM INTO as a plain local copy, restores that overwrite a database
+leaving nothing of the old one behind."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import pytest
+
+from helpers import Store, dump
+from test_replication import open_replicated, sync
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def restore(con, url, out, target=None, option=None):
+    args = [url, str(out)] + ([target] if target is not None or option else []) + ([option] if option else [])
+    sql = "select litestream_restore(" + ", ".join("?" * len(args)) + ")"
+    return json.loads(con.execute(sql, args).fetchone()[0])
+
+
+def replica_uri(tmp_path, url, name="view.db", **params):
+    extra = "".join(f"&{k}={urllib.parse.quote(str(v), safe='')}" for k, v in params.items())
+    return f"file:{tmp_path}/{name}?vfs=litestream-replica&replica={urllib.parse.quote(url, safe='')}{extra}"
+
+
+def last_open_error(connect):
+    return json.loads(connect().execute("select litestream_status()").fetchone()[0])["last_open_error"]
+
+
+def replica_status(con, url):
+    status = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    name = urllib.parse.urlparse(url).path
+    return [r for r in status["replicas"] if r["replica"].endswith(name)][0]
+
+
+def writer_with_commits(connect, tmp_path, url, rows, blob=0):
+    """A replicated database with one commit per row of `rows`; returns (con, [TXID, ...])."""
+    db = tmp_path / "app.db"
+    w = open_replicated(connect, db, url, **{"min-interval": "0"})
+    w.execute("pragma journal_mode=wal")
+    w.execute("create table t(x, v)")
+    txids = [int(sync(w)[str(db)], 16)]
+    for x in rows:
+        w.execute("insert into t values(?, randomblob(?))", (x, blob))
+        txids.append(int(sync(w)[str(db)], 16))
+    return w, txids
+
+
+def with_extra_digits(stamp, digits):
+    """`2026-...T07:11:44.83Z` + `000001` -> `2026-...T07:11:44.830000001Z` (digits after ms)."""
+    assert stamp.endswith("Z")
+    base = stamp[:-1]
+    if "." in base:
+        secs, frac = base.split(".")
+    else:
+        secs, frac = base, ""
+    return f"{secs}.{frac.ljust(3, '0')}{digits}Z"
+
+
+def test_timestamp_targets_keep_their_nanoseconds(connect, tmp_path):
+    """Litestream includes a file when its (millisecond) timestamp is before the target as
+    given: 1 ns to 999 us after a commit's timestamp restores that commit. We cut targets to
+    milliseconds and left it out (restore, `timestamp=` and `litestream_set_time()`)."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, txids = writer_with_commits(connect, tmp_path, url, [1, 2])
+    live = sqlite3.connect(replica_uri(tmp_path, url), uri=True)
+    live.execute("select litestream_set_time(?)", (txids[-1],)).fetchone()
+    stamp = live.execute("select litestream_time()").fetchone()[0]
+    live.execute("select litestream_set_time('LATEST')").fetchone()
+    con = connect()
+    count = lambda path: sqlite3.connect(path).execute("select count(*) from t").fetchone()[0]
+    # At the commit's own timestamp it is excluded (strictly before, as Litestream).
+    restore(con, url, tmp_path / "at.db", stamp)
+    assert count(tmp_path / "at.db") == 1
+    for i, digits in enumerate(["000001", "999999", "5"]):
+        target = with_extra_digits(stamp, digits)
+        out = tmp_path / f"after{i}.db"
+        summary = restore(con, url, out, target)
+        assert int(summary["txid"], 16) == txids[-1], target
+        assert count(out) == 2, target
+        assert live.execute("select litestream_set_time(?)", (target,)).fetchone()[0] == f"{txids[-1]:016x}"
+        assert live.execute("select count(*) from t").fetchone()[0] == 2, target
+        pinned = sqlite3.connect(replica_uri(tmp_path, url, timestamp=target), uri=True)
+        assert pinned.execute("select count(*) from t").fetchone()[0] == 2, target
+        pinned.close()
+    live.close()
+    w.close()
+
+
+def test_replica_txid_and_timestamp_take_only_their_own_form(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, txids = writer_with_commits(connect, tmp_path, url, [1, 2])
+    for key, value, needle in [
+        ("timestamp", str(txids[1]), f'timestamp="{txids[1]}" is not a timestamp'),
+        ("txid", "2099-01-01 00:00:00", 'txid="2099-01-01 00:00:00" is not a TXID'),
+        ("timestamp", "2026-01-0\u00e9 00:00:00", 'timestamp="2026-01-0\u00e9 00:00:00" is not a timestamp'),
+    ]:
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            sqlite3.connect(replica_uri(tmp_path, url, **{key: value}), uri=True).execute("select count(*) from t").fetchall()
+        err = last_open_error(connect)
+        assert needle in err, err
+    # Their own forms still work.
+    pinned = sqlite3.connect(replica_uri(tmp_path, url, txid=txids[1]), uri=True)
+    assert pinned.execute("select count(*) from t").fetchone()[0] == 1
+    pinned = sqlite3.connect(replica_uri(tmp_path, url, timestamp="2099-01-01 00:00:00"), uri=True)
+    assert pinned.execute("select count(*) from t").fetchone()[0] == 2
+    w.close()
+
+
+def wait_for(predicate, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_bad_targets_and_urls_are_errors_quoting_them(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, txids = writer_with_commits(connect, tmp_path, url, [1])
+    con = connect()
+    bad = "2026-01-0\u00e9 00:00:00"  # byte 10 is inside a character: slicing there panicked
+    with pytest.raises(sqlite3.OperationalError) as e:
+        restore(con, url, tmp_path / "x.db", bad)
+    assert bad in str(e.value) and "internal error" not in str(e.value), e.value
+    with pytest.raises(sqlite3.OperationalError) as e:
+        w.execute("select litestream_rollback(?)", (bad,)).fetchone()
+    assert bad in str(e.value) and "internal error" not in str(e.value), e.value
+    live = sqlite3.connect(replica_uri(tmp_path, url), uri=True)
+    with pytest.raises(sqlite3.OperationalError) as e:
+        live.execute("select litestream_set_time(?)", (bad,)).fetchone()
+    assert bad in str(e.value) and "internal error" not in str(e.value), e.value
+    live.close()
+    # An unparseable URL is quoted (less its credentials), not "<unparseable URL>".
+    with pytest.raises(sqlite3.OperationalError) as e:
+        restore(con, "s3://AKIA:hunter2@bkt:port/p", tmp_path / "y.db")
+    assert "s3://bkt:port/p" in str(e.value) and "hunter2" not in str(e.value), e.value
+    # file: URLs that the URL parser makes into / or /relative are refused.
+    for bad_url in ["file:", "file:///", "file:relative"]:
+        with pytest.raises(sqlite3.OperationalError) as e:
+            restore(con, bad_url, tmp_path / "z.db")
+        assert f'"{bad_url}"' in str(e.value) and "directory" in str(e.value), e.value
+        with pytest.raises(sqlite3.OperationalError) as e:
+            con.execute("select litestream_base_url(?)", (bad_url,)).fetchone()
+        assert "directory" in str(e.value), e.value
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "y.db").exists()
+    w.close()
+
+
+def test_out_of_range_durations_are_refused(connect, tmp_path):
+    """lease-ttl=99999999999999999999h gave a lease that expired in 1970."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        open_replicated(connect, tmp_path / "app.db", url, **{"lease-ttl": "99999999999999999999h"}).execute("create table t(x)")
+    err = last_open_error(connect)
+    assert 'lease-ttl="99999999999999999999h" is out of range' in err, err
+
+
