@@ -115,6 +115,10 @@ def test_replica_txid_and_timestamp_take_only_their_own_form(connect, tmp_path):
     w.close()
 
 
+ROWS_600K = ("with recursive s(n) as (select 1 union all select n + 1 from s where n < 200) "
+             "insert into t select n, randomblob(3000) from s")
+
+
 def wait_for(predicate, seconds):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -122,6 +126,119 @@ def wait_for(predicate, seconds):
             return True
         time.sleep(0.05)
     return False
+
+
+def test_poll_interval_is_per_connection(connect, tmp_path):
+    """The first connection's `poll-interval` (here one hour) was every connection's."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1])
+    slow = sqlite3.connect(replica_uri(tmp_path, url, **{"poll-interval": "1h"}), uri=True)
+    assert slow.execute("select count(*) from t").fetchone()[0] == 1
+    fast = sqlite3.connect(replica_uri(tmp_path, url, **{"poll-interval": "100ms"}), uri=True)
+    w.execute("insert into t values(2, '')")
+    sync(w)
+    assert wait_for(lambda: fast.execute("select count(*) from t").fetchone()[0] == 2, 5), \
+        "a connection with poll-interval=100ms did not see a commit within 5 s"
+    # Once it is gone, the one-hour connection polls every hour again (nothing to assert
+    # quickly); its own reads are unaffected.
+    fast.close()
+    assert slow.execute("select count(*) from t").fetchone()[0] == 2
+    slow.close()
+    w.close()
+
+
+def test_prefetch_is_per_connection(connect, tmp_path):
+    """The first connection's `prefetch` was every connection's."""
+    store = Store("file", tmp_path)
+    for first, second, expect_prefetch in [("0", "32", True), ("32", "0", False)]:
+        url = store.url(f"app-{first}-{second}.db")
+        db = tmp_path / f"app-{first}-{second}.db"
+        w = open_replicated(connect, db, url, **{"min-interval": "0"})
+        w.execute("create table t(x, v)")
+        # One commit of 600 KB of incompressible rows: its file is read page by page (small
+        # files come whole, with every page, and would need no prefetch).
+        w.execute(ROWS_600K)
+        sync(w)
+        a = sqlite3.connect(replica_uri(tmp_path, url, f"a-{first}.db", prefetch=first), uri=True)
+        b = sqlite3.connect(replica_uri(tmp_path, url, f"b-{second}.db", prefetch=second), uri=True)
+        assert b.execute("select sum(length(v)) from t").fetchone()[0] == 600000
+        time.sleep(0.5)  # prefetch runs in the background
+        prefetched = replica_status(b, url)["prefetched_pages"]
+        if expect_prefetch:
+            assert prefetched > 0, f"prefetch={second} after a prefetch={first} connection: nothing prefetched"
+        else:
+            assert prefetched == 0, f"prefetch=0 after a prefetch={first} connection: {prefetched} pages prefetched"
+        a.close()
+        b.close()
+        w.close()
+
+
+def test_a_failed_pinned_open_leaves_other_connections_following(connect, tmp_path):
+    """A pinned open that failed released its handle twice: the replica was dropped under
+    the connections still open, and they stopped following the writer."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1])
+    live = sqlite3.connect(replica_uri(tmp_path, url, **{"poll-interval": "100ms"}), uri=True)
+    assert live.execute("select count(*) from t").fetchone()[0] == 1
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        sqlite3.connect(replica_uri(tmp_path, url, "other.db", txid=999999), uri=True).execute("select 1 from t").fetchall()
+    assert replica_status(live, url)["connections"] == 1
+    w.execute("insert into t values(2, '')")
+    sync(w)
+    assert wait_for(lambda: live.execute("select count(*) from t").fetchone()[0] == 2, 5), \
+        "the open connection stopped following the replica"
+    live.close()
+    w.close()
+
+
+READ_ERROR_SCRIPT = r"""
+import ctypes, json, os, sys, urllib.parse
+lib = ctypes.CDLL("libsqlite3.so.0")
+LOG = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
+logged = []
+callback = LOG(lambda _, code, msg: logged.append((code, msg.decode())))
+lib.sqlite3_shutdown()
+assert lib.sqlite3_config(16, callback, None) == 0  # SQLITE_CONFIG_LOG
+lib.sqlite3_initialize()
+import sqlite3
+ext, tmp = sys.argv[1], sys.argv[2]
+url = f"file://{tmp}/replica"
+c = sqlite3.connect(":memory:")
+c.enable_load_extension(True)
+c.load_extension(ext)
+w = sqlite3.connect(f"file:{tmp}/app.db?vfs=litestream&min-interval=0&replica=" + urllib.parse.quote(url, safe=""), uri=True, isolation_level=None)
+w.execute("create table t(x, v)")
+w.execute("with recursive s(n) as (select 1 union all select n + 1 from s where n < 200) insert into t select n, randomblob(3000) from s")
+txid = json.loads(w.execute("select litestream_sync()").fetchone()[0])[f"{tmp}/app.db"]
+r = sqlite3.connect(f"file:{tmp}/view.db?vfs=litestream-replica&prefetch=0&txid={txid}&replica=" + urllib.parse.quote(url, safe=""), uri=True)
+assert r.execute("select count(*) from sqlite_master").fetchone()[0] == 1
+# Retention (here: by hand) removes every file of the TXID this connection reads.
+for level in os.listdir(f"{tmp}/replica/ltx"):
+    for name in os.listdir(f"{tmp}/replica/ltx/{level}"):
+        os.remove(f"{tmp}/replica/ltx/{level}/{name}")
+try:
+    r.execute("select sum(length(v)) from t").fetchone()
+    print(json.dumps({"error": None}))
+except sqlite3.OperationalError as e:
+    replicas = json.loads(r.execute("select litestream_status()").fetchone()[0])["replicas"]
+    print(json.dumps({"error": str(e), "logged": logged, "status": replicas}))
+"""
+
+
+def test_a_read_whose_txid_left_retention_says_why(ext_path, tmp_path):
+    """SQLite can only say "disk I/O error": the reason goes to SQLite's error log
+    (sqlite3_log) and stays in litestream_status() after the next successful poll."""
+    r = subprocess.run([sys.executable, "-c", READ_ERROR_SCRIPT, ext_path, str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["error"] == "disk I/O error", out
+    reasons = [msg for code, msg in out["logged"] if "left the replica's retention" in msg]
+    assert reasons, f"nothing in SQLite's error log says why: {out['logged']}"
+    assert out["logged"][0][0] & 0xff == 10, out["logged"]  # SQLITE_IOERR
+    assert "left the replica's retention" in (out["status"][0].get("last_read_error") or ""), out["status"]
 
 
 def test_bad_targets_and_urls_are_errors_quoting_them(connect, tmp_path):

@@ -30,6 +30,15 @@ pub fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "?")).expect("no NUL left")
 }
 
+/// Sends `msg` to SQLite's error log (`SQLITE_CONFIG_LOG`, where hosts collect what SQLite
+/// itself cannot put in an error message, e.g. why a read failed with "disk I/O error").
+pub fn sqlite_log(code: c_int, msg: &str) {
+    let c = cstring(msg);
+    // SAFETY: "%s" takes exactly the one NUL-terminated string passed; sqlite3_log copies
+    // what it needs before returning and may be called from any thread.
+    unsafe { ffi::sqlite3_log(code, c"%s".as_ptr(), c.as_ptr()) }
+}
+
 /// Copies `msg` into memory from `sqlite3_malloc`, as `*pzErrMsg` of an extension entry
 /// point must be.
 pub fn sqlite_owned_message(msg: &str) -> *mut c_char {

@@ -58,8 +58,15 @@ unsafe extern "C" fn io_read(
                 ffi::SQLITE_IOERR_SHORT_READ
             }
             Err(e) => {
-                log::warn!("replica read at offset {off}: {e}");
-                file.db.record_error(&e);
+                // SQLite can only say "disk I/O error": the reason goes to its error log,
+                // ours, and litestream_status() (`last_read_error`).
+                let msg = format!(
+                    "litestream-replica: read of {} at offset {off} failed: {e}",
+                    file.db.describe()
+                );
+                log::warn!("{msg}");
+                super::sqlite_log(ffi::SQLITE_IOERR_READ, &msg);
+                file.db.record_read_error(&msg);
                 ffi::SQLITE_IOERR_READ
             }
         }
