@@ -284,3 +284,36 @@ def test_out_of_range_durations_are_refused(connect, tmp_path):
     assert 'lease-ttl="99999999999999999999h" is out of range' in err, err
 
 
+def test_vacuum_into_makes_a_plain_local_copy(connect, tmp_path):
+    """VACUUM INTO's target is attached through the connection's VFS as a main database: it
+    was refused ("no replica for copy.db"), leaving an empty file."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1, 2, 3])
+    copy = tmp_path / "copy.db"
+    w.execute("vacuum into ?", (str(copy),))
+    assert dump(copy) == dump(tmp_path / "app.db")
+    status = json.loads(w.execute("select litestream_status()").fetchone()[0])
+    paths = [d["path"] for d in status["databases"]]
+    assert str(tmp_path / "app.db") in paths and str(copy) not in paths, paths
+    assert not (tmp_path / ".copy.db-litestream").exists()
+    # From a replica connection too: a local copy of the replica's state.
+    live = sqlite3.connect(replica_uri(tmp_path, url), uri=True)
+    live.execute(f"/* a copy */ VACUUM INTO '{tmp_path}/replica-copy.db'")
+    assert dump(tmp_path / "replica-copy.db") == dump(copy)
+    live.close()
+    # Afterwards, a database opened on this thread is replicated as ever.
+    other_url = store.url("other.db")
+    other = open_replicated(connect, tmp_path / "other.db", other_url, **{"min-interval": "0"})
+    other.execute("create table u(x)")
+    assert int(sync(other)[str(tmp_path / "other.db")], 16) >= 1
+    other.close()
+    # An ATTACH of a new database with no replica configured is still refused, and leaves
+    # no file behind.
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        w.execute("attach ? as x", (str(tmp_path / "attached.db"),))
+    assert "no replica for" in last_open_error(connect)
+    assert not (tmp_path / "attached.db").exists()
+    w.close()
+
+

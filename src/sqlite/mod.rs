@@ -5,6 +5,7 @@ pub mod file;
 pub mod functions;
 pub mod replica_vfs;
 pub mod rollback;
+pub mod vacuum_into;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int, CString};
