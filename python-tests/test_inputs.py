@@ -317,3 +317,46 @@ def test_vacuum_into_makes_a_plain_local_copy(connect, tmp_path):
     w.close()
 
 
+def test_restore_overwrite_removes_the_old_wal(connect, tmp_path):
+    """A leftover -wal beside the output was applied to the restored file: 'overwrite'
+    returned success and the file opened as the old database."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1, 2])
+    out = tmp_path / "out.db"
+    old = sqlite3.connect(out, isolation_level=None)
+    old.execute("pragma journal_mode=wal")
+    old.execute("pragma wal_autocheckpoint=0")
+    old.execute("create table t(x, v)")
+    old.execute("insert into t values('old', ''), ('old', ''), ('old', '')")
+    # A copy of the database and its WAL as a crashed process leaves them.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    for suffix in ["", "-wal", "-shm"]:
+        (stale / f"out.db{suffix}").write_bytes(open(f"{out}{suffix}", "rb").read())
+    old.close()
+    for suffix in ["", "-wal", "-shm"]:
+        os.replace(stale / f"out.db{suffix}", f"{out}{suffix}")
+    assert os.path.getsize(f"{out}-wal") > 0
+    con = connect()
+    restore(con, url, out, None, "overwrite")
+    check = sqlite3.connect(out)
+    assert check.execute("select count(*), count(distinct x) from t").fetchone() == (2, 2), "opened as the old database"
+    check.close()
+    assert not os.path.exists(f"{out}-wal") and not os.path.exists(f"{out}-shm")
+    w.close()
+
+
+def test_restore_refuses_to_overwrite_a_database_open_here(connect, tmp_path):
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1, 2])
+    before = dump(tmp_path / "app.db")
+    for target in [str(tmp_path / "app.db"), os.path.relpath(tmp_path / "app.db")]:
+        with pytest.raises(sqlite3.OperationalError) as e:
+            restore(connect(), url, target, 1, "overwrite")
+        assert "is open with vfs=litestream in this process" in str(e.value), e.value
+    assert dump(tmp_path / "app.db") == before
+    w.execute("insert into t values(3, '')")
+    sync(w)
+    w.close()

@@ -127,6 +127,8 @@ pub enum RestoreError {
     Gap { after: Txid, level: u8, next: Txid },
     #[error("{0} already exists (pass 'overwrite' to replace it)")]
     Exists(String),
+    #[error("{0} is open with vfs=litestream in this process: close its connections before restoring over it")]
+    OpenHere(String),
 }
 
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
@@ -259,8 +261,47 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
     .sync_all()
 }
 
-/// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, renames, fsyncs the
-/// directory: `out` is either absent or complete.
+/// The files SQLite keeps beside a database and applies to it at open.
+const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Removes `out`'s `-wal`, `-shm` and `-journal`; whether there was any.
+fn remove_sidecars(out: &Path) -> std::io::Result<bool> {
+    let mut any = false;
+    for suffix in SIDECARS {
+        let p = PathBuf::from(format!("{}{suffix}", out.display()));
+        match fs::remove_file(&p) {
+            Ok(()) => any = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot remove {}: {e}", p.display()),
+                ))
+            }
+        }
+    }
+    Ok(any)
+}
+
+/// The path under which this process has `out` open with `vfs=litestream`, if it does
+/// (SQLite names files by their full path; `out` may be relative or a symlink).
+fn open_here(out: &Path) -> Option<PathBuf> {
+    let mut candidates = vec![out.to_path_buf()];
+    if let Ok(abs) = std::path::absolute(out) {
+        candidates.push(abs);
+    }
+    if let Ok(real) = fs::canonicalize(out) {
+        candidates.push(real);
+    }
+    candidates
+        .into_iter()
+        .find(|p| crate::writer::Replicator::find(p).is_some())
+}
+
+/// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, removes what SQLite
+/// would apply to it (`-wal`, `-shm`, `-journal` of a database overwritten), renames, fsyncs
+/// the directory: `out` is either absent, the old file, or complete. A database this process
+/// has open with `vfs=litestream` is refused.
 pub async fn restore(
     store: Arc<Store>,
     out: &Path,
@@ -270,6 +311,9 @@ pub async fn restore(
     let started = Instant::now();
     if out.exists() && !opts.overwrite {
         return Err(RestoreError::Exists(out.display().to_string()));
+    }
+    if let Some(r) = open_here(out) {
+        return Err(RestoreError::OpenHere(r.display().to_string()));
     }
     let files = list_all(&store, matches!(target, Target::Timestamp(_))).await?;
     let plan = plan(&files, target, &store.describe())?;
@@ -379,6 +423,16 @@ pub async fn restore(
                 what: "restore task".into(),
                 source: std::io::Error::other(e),
             })??;
+        // What SQLite would replay onto the new file (the old database's WAL, or a hot
+        // journal) goes first, durably: a crash in between leaves the old database without
+        // them (it was being replaced), never the new one with them.
+        // Checked again: a connection may have opened it while the files downloaded.
+        if let Some(r) = open_here(out) {
+            return Err(RestoreError::OpenHere(r.display().to_string()));
+        }
+        if remove_sidecars(out).map_err(io(out))? {
+            fsync_dir(out).map_err(io(out))?;
+        }
         fs::rename(&tmp_db, out).map_err(io(out))?;
         fsync_dir(out).map_err(io(out))?;
         // Restored to the replica's newest TXID: opening it with vfs=litestream on the same
