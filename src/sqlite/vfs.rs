@@ -500,7 +500,8 @@ unsafe extern "C" fn writer_open(
                         if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
                             close(inner);
                         }
-                        if created {
+                        // Still empty: nothing but this open can have used it.
+                        if created && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
                             let _ = std::fs::remove_file(&path);
                         }
                         return ffi::SQLITE_CANTOPEN;
