@@ -257,6 +257,10 @@ def test_bad_targets_and_urls_are_errors_quoting_them(connect, tmp_path):
     with pytest.raises(sqlite3.OperationalError) as e:
         live.execute("select litestream_set_time(?)", (bad,)).fetchone()
     assert bad in str(e.value) and "internal error" not in str(e.value), e.value
+    # A negative integer was taken as TXID 2^64 - 1.
+    with pytest.raises(sqlite3.OperationalError) as e:
+        live.execute("select litestream_set_time(-1)").fetchone()
+    assert "Integer(-1)" in str(e.value), e.value
     live.close()
     # An unparseable URL is quoted (less its credentials), not "<unparseable URL>".
     with pytest.raises(sqlite3.OperationalError) as e:
