@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from helpers import Store, dump
+from helpers import Store, dump, require
 from test_replication import open_replicated, sync
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,9 +69,12 @@ def test_timestamp_targets_keep_their_nanoseconds(connect, tmp_path):
     milliseconds and left it out (restore, `timestamp=` and `litestream_set_time()`)."""
     store = Store("file", tmp_path)
     url = store.url("app.db")
-    w, txids = writer_with_commits(connect, tmp_path, url, [1, 2])
+    # Commit 2's timestamp is the one probed; commit 3 follows (Litestream refuses a time
+    # after the newest file).
+    w, txids = writer_with_commits(connect, tmp_path, url, [1, 2, 3])
+    second = txids[2]
     live = sqlite3.connect(replica_uri(tmp_path, url), uri=True)
-    live.execute("select litestream_set_time(?)", (txids[-1],)).fetchone()
+    live.execute("select litestream_set_time(?)", (second,)).fetchone()
     stamp = live.execute("select litestream_time()").fetchone()[0]
     live.execute("select litestream_set_time('LATEST')").fetchone()
     con = connect()
@@ -83,13 +86,20 @@ def test_timestamp_targets_keep_their_nanoseconds(connect, tmp_path):
         target = with_extra_digits(stamp, digits)
         out = tmp_path / f"after{i}.db"
         summary = restore(con, url, out, target)
-        assert int(summary["txid"], 16) == txids[-1], target
+        assert int(summary["txid"], 16) == second, target
         assert count(out) == 2, target
-        assert live.execute("select litestream_set_time(?)", (target,)).fetchone()[0] == f"{txids[-1]:016x}"
+        assert live.execute("select litestream_set_time(?)", (target,)).fetchone()[0] == f"{second:016x}"
         assert live.execute("select count(*) from t").fetchone()[0] == 2, target
         pinned = sqlite3.connect(replica_uri(tmp_path, url, timestamp=target), uri=True)
         assert pinned.execute("select count(*) from t").fetchone()[0] == 2, target
         pinned.close()
+    # The real `litestream restore -timestamp` agrees, at the commit's timestamp and 1 ns after.
+    for target, rows in [(stamp, 1), (with_extra_digits(stamp, "000001"), 2)]:
+        out = tmp_path / f"litestream-{rows}.db"
+        r = subprocess.run([require("LITESTREAM_TEST_BIN"), "restore", "-timestamp", target, "-o", str(out), url],
+                           capture_output=True, text=True, env=store.env(), timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert count(out) == rows, f"litestream restore -timestamp {target}"
     live.close()
     w.close()
 
