@@ -376,29 +376,3 @@ def test_restore_refuses_to_overwrite_a_database_open_here(connect, tmp_path):
     w.execute("insert into t values(3, '')")
     sync(w)
     w.close()
-
-
-def test_a_second_database_on_one_replica_is_refused(connect, tmp_path, monkeypatch):
-    """With LITESTREAM_REPLICA_URL set, an ATTACHed database resolved to the main database's
-    replica: it waited for the lease, and once the main connection closed it continued the
-    main database's TXID chain with its own pages (the replica then restored as the attached
-    database)."""
-    store = Store("file", tmp_path)
-    url = store.url("app.db")
-    monkeypatch.setenv("LITESTREAM_REPLICA_URL", url)
-    connect()
-    w = sqlite3.connect(f"file:{tmp_path}/app.db?vfs=litestream&min-interval=0", uri=True, isolation_level=None)
-    w.execute("create table t(x)")
-    w.execute("insert into t values(1)")
-    sync(w)
-    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-        w.execute("attach ? as o", (str(tmp_path / "other.db"),))
-    err = last_open_error(connect)
-    assert "replicates to" in err and "other.db" in err, err
-    # The same through a second open with an explicit replica=, spelled differently.
-    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-        open_replicated(connect, tmp_path / "third.db", url.replace("file://", "")).execute("create table u(y)")
-    w.close()
-    out = tmp_path / "check.db"
-    restore(connect(), url, out)
-    assert sqlite3.connect(out).execute("select x from t").fetchall() == [(1,)]

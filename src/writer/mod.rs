@@ -112,20 +112,6 @@ impl Replicator {
             return Ok(r.clone());
         }
         let store = Store::open(&config.replica_url).map_err(|e| e.to_string())?;
-        // One replica per database: a second database on the same destination (ATTACH or
-        // a second open under one LITESTREAM_REPLICA_URL) would continue the first's chain
-        // with its own pages once the lease is free.
-        if let Some(other) = reg
-            .values()
-            .find(|r| r.store.describe() == store.describe())
-        {
-            return Err(format!(
-                "{} replicates to {} already in this process: give {} a replica of its own",
-                other.db_path.display(),
-                store.describe(),
-                db_path.display()
-            ));
-        }
         let capture = Capture::open(db_path, config.spool_limit).map_err(|e| {
             format!(
                 "{}: cannot read local replication state: {e}",
