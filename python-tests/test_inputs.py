@@ -324,6 +324,15 @@ def test_vacuum_into_makes_a_plain_local_copy(connect, tmp_path):
     other.execute("create table u(x)")
     assert int(sync(other)[str(tmp_path / "other.db")], 16) >= 1
     other.close()
+    # A host that sets its own trace hook replaces ours: VACUUM INTO is then refused like an
+    # ATTACH, leaving no file, and the URI form with vfs=unix still makes the copy.
+    w.set_trace_callback(lambda sql: None)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        w.execute("vacuum into ?", (str(tmp_path / "traced.db"),))
+    assert not (tmp_path / "traced.db").exists()
+    w.execute("vacuum into ?", (f"file:{tmp_path}/traced.db?vfs=unix",))
+    assert dump(tmp_path / "traced.db") == dump(copy)
+    w.set_trace_callback(None)
     # An ATTACH of a new database with no replica configured is still refused, and leaves
     # no file behind.
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):

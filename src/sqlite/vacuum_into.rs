@@ -8,7 +8,8 @@
 //!
 //! The hook is SQLite's one `sqlite3_trace_v2` slot of the connection; a host that sets its
 //! own replaces it, and VACUUM INTO on that connection is then refused like any ATTACH of a
-//! database without a replica (a target given as `file:copy.db?vfs=unix` always works).
+//! database without a replica (a target given as `file:copy.db?vfs=unix` always works on a
+//! connection with URI filenames enabled).
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
