@@ -100,21 +100,33 @@ impl DbConfig {
     }
 }
 
-/// Parses `100ms`, `2s`, `1m` or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s
+/// The longest duration taken (100 years): anything longer is a typo, and would overflow
+/// the clock arithmetic (a lease expiring in 1970).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses `100ms`, `2s`, `1m`, `24h` or a bare number of milliseconds, at most
+/// [`MAX_DURATION`]; the error says which rule `s` breaks (the caller names the setting).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "ms"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num.parse().ok()?;
+        .map_or((t, "ms"), |i| (&t[..i], &t[i..]));
+    let not_one = || "is not a duration (e.g. 100ms, 30s, 5m, 24h)".to_string();
+    let n: f64 = num.parse().map_err(|_| not_one())?;
     let ms = match unit {
         "ms" => n,
         "s" => n * 1000.0,
         "m" => n * 60_000.0,
         "h" => n * 3_600_000.0,
-        _ => return None,
+        _ => return Err(not_one()),
     };
-    (ms >= 0.0 && ms.is_finite()).then(|| Duration::from_micros((ms * 1000.0) as u64))
+    if !(ms >= 0.0 && ms.is_finite()) {
+        return Err(not_one());
+    }
+    if ms > MAX_DURATION.as_millis() as f64 {
+        return Err("is out of range (at most 100 years, 876000h)".into());
+    }
+    Ok(Duration::from_micros((ms * 1000.0) as u64))
 }
 
 /// Parses `512`, `64k`, `100M`, `1G` bytes.
@@ -142,10 +154,17 @@ static BASE_FROM_SQL: parking_lot::RwLock<Option<(String, Option<String>)>> =
 /// must parse; applies to databases opened from now on.
 pub fn set_base_url(base: Option<(String, Option<String>)>) -> Result<(), String> {
     if let Some((url, _)) = &base {
-        crate::storage::ReplicaUrl::parse(&join_base(url, "probe.db"))
-            .map_err(|e| e.to_string())?;
+        check_base(url)?;
     }
     *BASE_FROM_SQL.write() = base;
+    Ok(())
+}
+
+/// A base URL must be a replica URL itself (`file:` or `file:///` would put every database
+/// under `/`), and so must what it gives with a database name appended.
+fn check_base(url: &str) -> Result<(), String> {
+    crate::storage::ReplicaUrl::parse(url).map_err(|e| e.to_string())?;
+    crate::storage::ReplicaUrl::parse(&join_base(url, "probe.db")).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -169,6 +188,7 @@ fn url_from_env(db_path: &Path) -> Result<String, String> {
             db_path.display()
         ));
     };
+    check_base(&base).map_err(|e| format!("base URL: {e}"))?;
     // Litestream's directory layout: <base>/<path relative to the data dir, or the file name>.
     let relative: PathBuf = match data_dir {
         Some(root) => db_path
@@ -226,9 +246,7 @@ impl DbConfig {
         let replica_url = check_params_and_url(db_path, params, OUR_PARAMS)?;
         let duration = |param: &str, var: &str, default: Duration| -> Result<Duration, String> {
             match get(param).or_else(|| env(var)) {
-                Some(v) => parse_duration(&v).ok_or_else(|| {
-                    format!("{param}={v:?} is not a duration (e.g. 100ms, 30s, 5m, 24h)")
-                }),
+                Some(v) => parse_duration(&v).map_err(|why| format!("{param}={v:?} {why}")),
                 None => Ok(default),
             }
         };
@@ -242,9 +260,15 @@ impl DbConfig {
         let l0_retention = duration(PARAM_L0_RETENTION, ENV_L0_RETENTION, DEFAULT_L0_RETENTION)?;
         let levels = match get(PARAM_LEVELS).or_else(|| env(ENV_LEVELS)) {
             Some(v) => {
-                let levels: Option<Vec<Duration>> = v.split(',').map(parse_duration).collect();
+                let levels: Result<Vec<Duration>, String> =
+                    v.split(',').map(parse_duration).collect();
                 match levels {
-                    Some(l) if (1..=8).contains(&l.len()) && l.iter().all(|d| !d.is_zero()) => l,
+                    Err(why) => {
+                        return Err(format!(
+                            "{PARAM_LEVELS}={v:?}: a level {why}; give 1 to 8 non-zero durations, e.g. 30s,5m,1h"
+                        ))
+                    }
+                    Ok(l) if (1..=8).contains(&l.len()) && l.iter().all(|d| !d.is_zero()) => l,
                     _ => {
                         return Err(format!(
                         "{PARAM_LEVELS}={v:?} must be 1 to 8 non-zero durations, e.g. 30s,5m,1h"
@@ -327,11 +351,76 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_durations_are_refused_quoting_them() {
+        let resolve = |k: &str, v: &str| {
+            DbConfig::resolve(
+                Path::new("/d/app.db"),
+                &p(&[("replica", "file:///r"), (k, v)]),
+            )
+        };
+        // 99999999999999999999h used to saturate and give a lease expiring in 1970.
+        for key in ["lease-ttl", "retention", "min-interval", "levels"] {
+            let err = resolve(key, "99999999999999999999h").unwrap_err();
+            assert!(
+                err.contains(&format!("{key}=\"99999999999999999999h\""))
+                    && err.contains("out of range"),
+                "{key}: {err}"
+            );
+        }
+        let err = resolve("lease-ttl", "1e3s").unwrap_err();
+        assert!(err.contains("\"1e3s\" is not a duration"), "{err}");
+        assert_eq!(
+            resolve("retention", "876000h").unwrap().retention,
+            MAX_DURATION
+        );
+        let err = ReplicaConfig::resolve(
+            Path::new("/d/v.db"),
+            &p(&[
+                ("replica", "file:///r"),
+                ("poll-interval", "99999999999999999999h"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("poll-interval=") && err.contains("out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn replica_txid_and_timestamp_take_only_their_own_form() {
+        use crate::restore::Target;
+        let resolve = |k: &str, v: &str| {
+            ReplicaConfig::resolve(
+                Path::new("/d/v.db"),
+                &p(&[("replica", "file:///r"), (k, v)]),
+            )
+            .map(|(_, t)| t)
+        };
+        assert_eq!(resolve("txid", "3"), Ok(Target::Txid(3)));
+        // `timestamp=3` pinned TXID 3; `txid=2099-01-01 00:00:00` was read as a time.
+        let err = resolve("timestamp", "3").unwrap_err();
+        assert!(err.contains("timestamp=\"3\" is not a timestamp"), "{err}");
+        let err = resolve("txid", "2099-01-01 00:00:00").unwrap_err();
+        assert!(
+            err.contains("txid=\"2099-01-01 00:00:00\" is not a TXID"),
+            "{err}"
+        );
+        assert!(matches!(
+            resolve("timestamp", "2099-01-01 00:00:00"),
+            Ok(Target::Timestamp(_))
+        ));
+        let err = resolve("timestamp", "2026-01-0é 00:00:00").unwrap_err();
+        assert!(err.contains("2026-01-0é"), "{err}");
+    }
+
+    #[test]
     fn durations_and_sizes() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        assert!(parse_duration("x").unwrap_err().contains("not a duration"));
         assert_eq!(parse_size("64M"), Some(64 << 20));
         assert_eq!(parse_size("1g"), Some(1 << 30));
         assert_eq!(parse_size("-1"), None);
@@ -366,12 +455,12 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// From the URI of a database opened with `vfs=litestream-replica`; the pinned target
-    /// (`txid=` or `timestamp=`) comes back as text for the restore planner to parse.
+    /// From the URI of a database opened with `vfs=litestream-replica`, with the pinned
+    /// target (`txid=` or `timestamp=`, else `Latest`).
     pub fn resolve(
         db_path: &Path,
         params: &[(String, String)],
-    ) -> Result<(Self, Option<String>), String> {
+    ) -> Result<(Self, crate::restore::Target), String> {
         let get = |k: &str| {
             params
                 .iter()
@@ -380,9 +469,11 @@ impl ReplicaConfig {
         };
         let replica_url = check_params_and_url(db_path, params, REPLICA_PARAMS)?;
         let poll_interval = match get(PARAM_POLL_INTERVAL).or_else(|| env(ENV_POLL_INTERVAL)) {
-            Some(v) => parse_duration(&v)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{PARAM_POLL_INTERVAL}={v:?} is not a positive duration"))?,
+            Some(v) => match parse_duration(&v) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => return Err(format!("{PARAM_POLL_INTERVAL}={v:?} must not be zero")),
+                Err(why) => return Err(format!("{PARAM_POLL_INTERVAL}={v:?} {why}")),
+            },
             None => DEFAULT_POLL_INTERVAL,
         };
         let prefetch = match get(PARAM_PREFETCH) {
@@ -391,11 +482,14 @@ impl ReplicaConfig {
                 .map_err(|_| format!("{PARAM_PREFETCH}={v:?} is not a number of pages"))?,
             None => DEFAULT_PREFETCH,
         };
+        // Each takes only its own form: `timestamp=3` is no TXID, `txid=2099-01-01` no time.
         let target = match (get(PARAM_TXID), get(PARAM_TIMESTAMP)) {
             (Some(_), Some(_)) => {
                 return Err(format!("{PARAM_TXID} and {PARAM_TIMESTAMP} are exclusive"))
             }
-            (a, b) => a.or(b),
+            (Some(t), None) => crate::restore::Target::parse_txid(PARAM_TXID, &t)?,
+            (None, Some(t)) => crate::restore::Target::parse_timestamp(PARAM_TIMESTAMP, &t)?,
+            (None, None) => crate::restore::Target::Latest,
         };
         Ok((
             Self {

@@ -44,6 +44,8 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
             .and_then(|()| {
                 sql::register_all(&unsafe { sqlite::functions::Connection::from_raw(db) })
             })
+            // SAFETY: as above: the live connection being initialized, on this thread.
+            .and_then(|()| unsafe { sqlite::vacuum_into::install_if_ours(db) })
             .and_then(|()| register_auto_extension())
             .map(|()| register_exit_flush());
         match setup {

@@ -18,39 +18,68 @@ pub enum Target {
     Latest,
     /// Inclusive.
     Txid(Txid),
-    /// Milliseconds since the epoch: files strictly before it, as Litestream's `-timestamp`.
-    Timestamp(i64),
+    /// Nanoseconds since the epoch, every digit given kept: the files whose (millisecond)
+    /// timestamp is strictly before it, as Litestream's `-timestamp` (`CreatedAt.Before`).
+    Timestamp(i128),
 }
+
+const TXID_FORMS: &str = "a TXID (an integer or 16 hex digits)";
+const TIMESTAMP_FORMS: &str = "a timestamp (RFC 3339, or YYYY-MM-DD HH:MM[:SS[.fraction]] in UTC)";
 
 impl Target {
     /// `NULL`/`latest`, an integer or 16 hex digits (TXID), or a timestamp (RFC 3339 or
     /// SQLite's `YYYY-MM-DD HH:MM:SS[.SSS]`, UTC unless a zone is given).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.is_empty() || s.eq_ignore_ascii_case("latest") {
+        let t = s.trim();
+        if t.is_empty() || t.eq_ignore_ascii_case("latest") {
             return Ok(Self::Latest);
         }
-        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return u64::from_str_radix(s, 16)
-                .map(Self::Txid)
-                .map_err(|e| e.to_string());
+        if let Some(txid) = txid_of(t) {
+            return Ok(Self::Txid(txid));
         }
-        if let Ok(n) = s.parse::<u64>() {
-            return Ok(Self::Txid(n));
-        }
-        parse_timestamp(s)
+        parse_timestamp(t)
             .map(Self::Timestamp)
-            .ok_or_else(|| format!("restore target {s:?} is not a TXID (integer or 16 hex digits) or a timestamp (RFC 3339 or YYYY-MM-DD HH:MM:SS)"))
+            .ok_or_else(|| format!("restore target {s:?} is not {TXID_FORMS} or {TIMESTAMP_FORMS}"))
+    }
+
+    /// A TXID only (the replica VFS's `txid=`): a timestamp is refused, not reinterpreted.
+    pub fn parse_txid(what: &str, s: &str) -> Result<Self, String> {
+        txid_of(s.trim())
+            .map(Self::Txid)
+            .ok_or_else(|| format!("{what}={s:?} is not {TXID_FORMS}"))
+    }
+
+    /// A timestamp only (the replica VFS's `timestamp=`): a TXID is refused, not
+    /// reinterpreted.
+    pub fn parse_timestamp(what: &str, s: &str) -> Result<Self, String> {
+        parse_timestamp(s.trim())
+            .map(Self::Timestamp)
+            .ok_or_else(|| format!("{what}={s:?} is not {TIMESTAMP_FORMS}"))
     }
 }
 
-fn parse_timestamp(s: &str) -> Option<i64> {
-    if let Some(ms) = crate::timefmt::parse_rfc3339_millis(s) {
-        return Some(ms);
+fn txid_of(s: &str) -> Option<Txid> {
+    if s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return u64::from_str_radix(s, 16).ok();
     }
-    // SQLite's forms: a space instead of T, no zone meaning UTC.
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok();
+    }
+    None
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 timestamp or one of SQLite's forms (a space
+/// instead of T, no zone meaning UTC, seconds optional).
+fn parse_timestamp(s: &str) -> Option<i128> {
+    // Every form is ASCII; anything else is not a timestamp (and must not be sliced).
+    if !s.is_ascii() || s.len() < 10 {
+        return None;
+    }
+    if let Some(ns) = crate::timefmt::parse_rfc3339_nanos(s) {
+        return Some(ns);
+    }
     let mut t = s.replacen(' ', "T", 1);
-    let has_zone = t.ends_with('Z') || t[10.min(t.len())..].contains(['+', '-']);
+    let has_zone = t.ends_with('Z') || t.ends_with('z') || t[10..].contains(['+', '-']);
     if !has_zone {
         t.push('Z');
     }
@@ -58,7 +87,7 @@ fn parse_timestamp(s: &str) -> Option<i64> {
         // YYYY-MM-DDTHH:MMZ
         t.insert_str(16, ":00");
     }
-    crate::timefmt::parse_rfc3339_millis(&t)
+    crate::timefmt::parse_rfc3339_nanos(&t)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -98,6 +127,8 @@ pub enum RestoreError {
     Gap { after: Txid, level: u8, next: Txid },
     #[error("{0} already exists (pass 'overwrite' to replace it)")]
     Exists(String),
+    #[error("{0} is open with vfs=litestream in this process: close its connections before restoring over it")]
+    OpenHere(String),
 }
 
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
@@ -127,13 +158,15 @@ pub fn plan(
     target: Target,
     describe: &str,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {
-    let (max_txid, before_ms) = match target {
+    let (max_txid, before_ns) = match target {
         Target::Latest => (None, None),
         Target::Txid(t) => (Some(t), None),
-        Target::Timestamp(ms) => (None, Some(ms)),
+        Target::Timestamp(ns) => (None, Some(ns)),
     };
+    // Litestream compares its millisecond CreatedAt with the target as given (nanoseconds).
     let fits = |f: &LtxFileInfo| {
-        max_txid.is_none_or(|t| f.max_txid <= t) && before_ms.is_none_or(|ms| f.created_at_ms < ms)
+        max_txid.is_none_or(|t| f.max_txid <= t)
+            && before_ns.is_none_or(|ns| i128::from(f.created_at_ms) * 1_000_000 < ns)
     };
     if files.is_empty() {
         return Err(RestoreError::Empty(describe.to_string()));
@@ -187,7 +220,7 @@ pub fn plan(
         let what = match target {
             Target::Latest => "the latest state".to_string(),
             Target::Txid(t) => format!("TXID {t:#018x}"),
-            Target::Timestamp(ms) => format!("timestamp {}", crate::timefmt::rfc3339_millis(ms)),
+            Target::Timestamp(ns) => format!("timestamp {}", crate::timefmt::rfc3339_nanos(ns)),
         };
         return Err(RestoreError::NotAvailable(what));
     }
@@ -228,8 +261,47 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
     .sync_all()
 }
 
-/// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, renames, fsyncs the
-/// directory: `out` is either absent or complete.
+/// The files SQLite keeps beside a database and applies to it at open.
+const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Removes `out`'s `-wal`, `-shm` and `-journal`; whether there was any.
+fn remove_sidecars(out: &Path) -> std::io::Result<bool> {
+    let mut any = false;
+    for suffix in SIDECARS {
+        let p = PathBuf::from(format!("{}{suffix}", out.display()));
+        match fs::remove_file(&p) {
+            Ok(()) => any = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot remove {}: {e}", p.display()),
+                ))
+            }
+        }
+    }
+    Ok(any)
+}
+
+/// The path under which this process has `out` open with `vfs=litestream`, if it does
+/// (SQLite names files by their full path; `out` may be relative or a symlink).
+fn open_here(out: &Path) -> Option<PathBuf> {
+    let mut candidates = vec![out.to_path_buf()];
+    if let Ok(abs) = std::path::absolute(out) {
+        candidates.push(abs);
+    }
+    if let Ok(real) = fs::canonicalize(out) {
+        candidates.push(real);
+    }
+    candidates
+        .into_iter()
+        .find(|p| crate::writer::Replicator::find(p).is_some())
+}
+
+/// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, removes what SQLite
+/// would apply to it (`-wal`, `-shm`, `-journal` of a database overwritten), renames, fsyncs
+/// the directory: `out` is either absent, the old file, or complete. A database this process
+/// has open with `vfs=litestream` is refused.
 pub async fn restore(
     store: Arc<Store>,
     out: &Path,
@@ -239,6 +311,9 @@ pub async fn restore(
     let started = Instant::now();
     if out.exists() && !opts.overwrite {
         return Err(RestoreError::Exists(out.display().to_string()));
+    }
+    if let Some(r) = open_here(out) {
+        return Err(RestoreError::OpenHere(r.display().to_string()));
     }
     let files = list_all(&store, matches!(target, Target::Timestamp(_))).await?;
     let plan = plan(&files, target, &store.describe())?;
@@ -348,6 +423,16 @@ pub async fn restore(
                 what: "restore task".into(),
                 source: std::io::Error::other(e),
             })??;
+        // What SQLite would replay onto the new file (the old database's WAL, or a hot
+        // journal) goes first, durably: a crash in between leaves the old database without
+        // them (it was being replaced), never the new one with them.
+        // Checked again: a connection may have opened it while the files downloaded.
+        if let Some(r) = open_here(out) {
+            return Err(RestoreError::OpenHere(r.display().to_string()));
+        }
+        if remove_sidecars(out).map_err(io(out))? {
+            fsync_dir(out).map_err(io(out))?;
+        }
         fs::rename(&tmp_db, out).map_err(io(out))?;
         fsync_dir(out).map_err(io(out))?;
         // Restored to the replica's newest TXID: opening it with vfs=litestream on the same
@@ -441,8 +526,71 @@ mod tests {
             plan(&files, Target::Txid(0x26), "x"),
             Err(RestoreError::NotAvailable(_))
         ));
-        let p = plan(&files, Target::Timestamp(21), "x").unwrap();
+        let p = plan(&files, Target::Timestamp(21 * MS), "x").unwrap();
         assert_eq!(p.last().map(|f| f.max_txid), Some(0x20));
+    }
+
+    const MS: i128 = 1_000_000;
+
+    #[test]
+    fn timestamp_targets_keep_their_nanoseconds() {
+        // Litestream includes a file when CreatedAt.Before(target), the target as parsed
+        // (nanoseconds): from 1 ns to 999.999 µs after a file's millisecond timestamp, the
+        // file is in; at exactly its timestamp, it is out.
+        let files = vec![f(9, 1, 1, 1000), f(0, 2, 2, 2000)];
+        let last = |t| plan(&files, t, "x").unwrap().last().unwrap().max_txid;
+        assert_eq!(last(Target::Timestamp(2000 * MS)), 1);
+        assert_eq!(last(Target::Timestamp(2000 * MS + 1)), 2);
+        assert_eq!(last(Target::Timestamp(2000 * MS + 999_999)), 2);
+        // Through the parser, as `timestamp=`, `litestream_set_time()` and restore take it.
+        let at = |s: &str| last(Target::parse(s).unwrap());
+        assert_eq!(at("1970-01-01T00:00:02Z"), 1);
+        assert_eq!(at("1970-01-01T00:00:02.000000001Z"), 2);
+        assert_eq!(at("1970-01-01T00:00:02.000999Z"), 2);
+        assert_eq!(at("1970-01-01 00:00:02.0005"), 2);
+        assert_eq!(
+            Target::parse_timestamp("timestamp", "1970-01-01T00:00:02.000000001Z"),
+            Ok(Target::Timestamp(2000 * MS + 1))
+        );
+        // The message of a target before everything keeps the digits given.
+        let err = plan(&files, Target::Timestamp(1000 * MS - 1), "x").unwrap_err();
+        assert!(
+            err.to_string().contains("1970-01-01T00:00:00.999999999Z"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn txid_and_timestamp_take_only_their_own_form() {
+        assert_eq!(Target::parse_txid("txid", "3"), Ok(Target::Txid(3)));
+        assert_eq!(
+            Target::parse_txid("txid", "000000000000001d"),
+            Ok(Target::Txid(0x1d))
+        );
+        let err = Target::parse_txid("txid", "2099-01-01 00:00:00").unwrap_err();
+        assert!(err.contains("txid=\"2099-01-01 00:00:00\""), "{err}");
+        assert!(err.contains("not a TXID"), "{err}");
+        let err = Target::parse_timestamp("timestamp", "3").unwrap_err();
+        assert!(err.contains("timestamp=\"3\""), "{err}");
+        assert!(err.contains("not a timestamp"), "{err}");
+        assert!(Target::parse_timestamp("timestamp", "000000000000001d").is_err());
+        assert!(Target::parse_txid("txid", "latest").is_err());
+    }
+
+    #[test]
+    fn non_ascii_targets_are_errors_quoting_them() {
+        // Byte 10 falls inside a character: slicing there used to panic.
+        for bad in [
+            "2026-01-0é 00:00:00",
+            "2026-01-01é00:00",
+            "ü",
+            "２０２６-01-01",
+        ] {
+            let err = Target::parse(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+            let err = Target::parse_timestamp("timestamp", bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -477,15 +625,15 @@ mod tests {
         assert_eq!(Target::parse("29").unwrap(), Target::Txid(29));
         assert_eq!(
             Target::parse("2026-11-26T07:11:44.83Z").unwrap(),
-            Target::Timestamp(1795677104830)
+            Target::Timestamp(1795677104830 * MS)
         );
         assert_eq!(
             Target::parse("2026-11-26 07:11:44.830").unwrap(),
-            Target::Timestamp(1795677104830)
+            Target::Timestamp(1795677104830 * MS)
         );
         assert_eq!(
             Target::parse("2026-11-26 07:11:44").unwrap(),
-            Target::Timestamp(1795677104000)
+            Target::Timestamp(1795677104000 * MS)
         );
         assert!(Target::parse("yesterday-ish").is_err());
     }

@@ -189,8 +189,11 @@ fn lag(db: &Connection, _: &[Value]) -> Result<Output, String> {
 fn set_time(db: &Connection, args: &[Value]) -> Result<Output, String> {
     let target = match args.first() {
         Some(Value::Text(t)) => crate::restore::Target::parse(t),
-        Some(Value::Integer(n)) => Ok(crate::restore::Target::Txid(*n as u64)),
-        _ => Err("a timestamp, a TXID or 'LATEST'".to_string()),
+        Some(Value::Integer(n)) if *n >= 0 => Ok(crate::restore::Target::Txid(*n as u64)),
+        Some(other) => Err(format!(
+            "the target must be a timestamp, a TXID or 'LATEST', not {other:?}"
+        )),
+        None => Err("a target (a timestamp, a TXID or 'LATEST') is required".to_string()),
     }
     .map_err(|e| format!("litestream_set_time: {e}"))?;
     let r = replica_of(db, "litestream_set_time")?;

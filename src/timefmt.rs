@@ -26,10 +26,36 @@ pub fn rfc3339_millis(ms: i64) -> String {
     }
 }
 
-/// Parses an RFC 3339 timestamp to milliseconds since the epoch.
+/// Parses an RFC 3339 timestamp to milliseconds since the epoch (cut to the millisecond:
+/// for timestamps Litestream wrote, which have no finer digits).
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    i64::try_from(parse_rfc3339_nanos(s)?.div_euclid(1_000_000)).ok()
+}
+
+/// Parses an RFC 3339 timestamp to nanoseconds since the epoch, every digit kept (as Go's
+/// `time.Parse`): for targets, which are compared with millisecond file timestamps.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
+    Some(
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()?
+            .unix_timestamp_nanos(),
+    )
+}
+
+/// Go's RFC3339Nano in UTC, trailing zeros trimmed (`…44.000000001Z`, `…44.83Z`, `…44Z`).
+pub fn rfc3339_nanos(ns: i128) -> String {
+    let ms = i64::try_from(ns.div_euclid(1_000_000)).unwrap_or(0);
+    let sub_ms = ns.rem_euclid(1_000_000);
+    if sub_ms == 0 {
+        return rfc3339_millis(ms);
+    }
+    let base = rfc3339_millis(ms.div_euclid(1000) * 1000);
+    let frac = format!("{:09}", ns.rem_euclid(1_000_000_000));
+    format!(
+        "{}.{}Z",
+        base.trim_end_matches('Z'),
+        frac.trim_end_matches('0')
+    )
 }
 
 pub fn now_millis() -> i64 {
@@ -56,6 +82,31 @@ mod tests {
         assert_eq!(
             parse_rfc3339_millis("2026-11-26T08:11:44.83+01:00"),
             Some(1795677104830)
+        );
+    }
+
+    #[test]
+    fn nanoseconds_are_kept() {
+        let ns = 1795677104830_i128 * 1_000_000;
+        assert_eq!(
+            parse_rfc3339_nanos("2026-11-26T07:11:44.830000001Z"),
+            Some(ns + 1)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2026-11-26T07:11:44.830999Z"),
+            Some(ns + 999_000)
+        );
+        // Milliseconds are cut, never rounded up.
+        assert_eq!(
+            parse_rfc3339_millis("2026-11-26T07:11:44.830999Z"),
+            Some(1795677104830)
+        );
+        assert_eq!(rfc3339_nanos(ns + 1), "2026-11-26T07:11:44.830000001Z");
+        assert_eq!(rfc3339_nanos(ns + 999_000), "2026-11-26T07:11:44.830999Z");
+        assert_eq!(rfc3339_nanos(ns), "2026-11-26T07:11:44.83Z");
+        assert_eq!(
+            rfc3339_nanos(1_795_677_104_000_000_000),
+            "2026-11-26T07:11:44Z"
         );
     }
 }

@@ -23,12 +23,20 @@ const PREFETCH_CONCURRENCY: usize = 4;
 const REPLAN_ATTEMPTS: usize = 3;
 
 pub struct ReplicaDb {
+    /// The configuration of the first handle; its URL is the key. Poll interval and
+    /// prefetch are each handle's own (`poll_intervals`, [`ReplicaFile`]).
     pub config: ReplicaConfig,
     store: Arc<Store>,
+    /// The `poll-interval` of every open handle: the replica is polled at the shortest.
+    poll_intervals: Mutex<Vec<std::time::Duration>>,
+    /// Wakes the poller when a handle with a shorter interval opens.
+    poll_wake: Arc<tokio::sync::Notify>,
     latest: RwLock<Arc<Version>>,
     /// When the last poll succeeded (ms), for `litestream_lag()`.
     last_poll_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// The last failed read (kept: a successful poll does not clear it).
+    last_read_error: Mutex<Option<String>>,
     handles: AtomicUsize,
     polling: AtomicBool,
     counters: Counters,
@@ -44,17 +52,22 @@ impl ReplicaDb {
         let mut open = OPEN.lock();
         if let Some(db) = open.get(&config.replica_url) {
             db.handles.fetch_add(1, Ordering::SeqCst);
+            db.poll_intervals.lock().push(config.poll_interval);
+            db.poll_wake.notify_one();
             return Ok(db.clone());
         }
         let store = Arc::new(Store::open(&config.replica_url).map_err(|e| e.to_string())?);
         let version = crate::runtime::block_on(Version::build(&store, Target::Latest))
             .map_err(|e| e.to_string())?;
         let db = Arc::new(Self {
+            poll_intervals: Mutex::new(vec![config.poll_interval]),
+            poll_wake: Arc::new(tokio::sync::Notify::new()),
             config,
             store,
             latest: RwLock::new(Arc::new(version)),
             last_poll_ms: AtomicI64::new(now_millis()),
             last_error: Mutex::new(None),
+            last_read_error: Mutex::new(None),
             handles: AtomicUsize::new(1),
             polling: AtomicBool::new(false),
             counters: Counters::default(),
@@ -70,16 +83,32 @@ impl ReplicaDb {
         now_millis() - self.last_poll_ms.load(Ordering::Relaxed)
     }
 
-    pub fn record_error(&self, e: &str) {
-        *self.last_error.lock() = Some(e.to_string());
+    /// A read failed: SQLite reports "disk I/O error", `litestream_status()` says why.
+    pub fn record_read_error(&self, e: &str) {
+        *self.last_read_error.lock() = Some(format!(
+            "{} {e}",
+            crate::timefmt::rfc3339_millis(now_millis())
+        ));
+    }
+
+    /// The replica, for messages (no secrets).
+    pub fn describe(&self) -> String {
+        self.store.describe()
     }
 
     pub fn all() -> Vec<Arc<Self>> {
         OPEN.lock().values().cloned().collect()
     }
 
-    fn release(&self) {
+    /// A handle polling every `poll_interval` closed.
+    fn release(&self, poll_interval: std::time::Duration) {
         let mut open = OPEN.lock();
+        {
+            let mut intervals = self.poll_intervals.lock();
+            if let Some(i) = intervals.iter().position(|d| *d == poll_interval) {
+                intervals.swap_remove(i);
+            }
+        }
         if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
             open.remove(&self.config.replica_url);
         }
@@ -94,6 +123,7 @@ impl ReplicaDb {
             return;
         }
         let db = Arc::downgrade(self);
+        let wake = self.poll_wake.clone();
         crate::runtime::get().spawn(async move {
             loop {
                 let Some(d) = db.upgrade() else { return };
@@ -101,7 +131,7 @@ impl ReplicaDb {
                     d.polling.store(false, Ordering::SeqCst);
                     return;
                 }
-                let interval = d.config.poll_interval;
+                let interval = d.poll_interval();
                 match d.poll().await {
                     Ok(()) => {
                         d.last_poll_ms.store(now_millis(), Ordering::Relaxed);
@@ -113,9 +143,23 @@ impl ReplicaDb {
                     }
                 }
                 drop(d);
-                tokio::time::sleep(interval).await;
+                // A handle opening with a shorter interval cuts the wait short.
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = wake.notified() => {}
+                }
             }
         });
+    }
+
+    /// The shortest `poll-interval` of the open handles.
+    fn poll_interval(&self) -> std::time::Duration {
+        self.poll_intervals
+            .lock()
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(self.config.poll_interval)
     }
 
     /// Follows the replica: new L0 files continuing the current version extend it; anything
@@ -157,12 +201,14 @@ impl ReplicaDb {
         Ok(())
     }
 
-    /// Reads one page of `v`, from the cache or the store; schedules prefetch.
+    /// Reads one page of `v`, from the cache or the store; schedules prefetch of up to
+    /// `prefetch` pages (the reading handle's setting).
     fn page(
         self: &Arc<Self>,
         v: &Arc<Version>,
         pgno: u32,
         ahead: ReadAhead,
+        prefetch: usize,
     ) -> Result<Page, String> {
         let Some(r) = v.pages.get(&pgno).copied() else {
             // Within the database but in no file: never written (zero), as restore leaves it.
@@ -172,7 +218,7 @@ impl ReplicaDb {
         let key = (file_key(&self.store, &file), pgno);
         if let Some(p) = cache().get(&key) {
             self.counters.hit();
-            self.prefetch_after(v, pgno, &p, ahead);
+            self.prefetch_after(v, pgno, &p, ahead, prefetch);
             return Ok(p);
         }
         self.counters.miss();
@@ -184,7 +230,7 @@ impl ReplicaDb {
             crate::runtime::block_on(fetch_page(&store, &file, pgno, r.offset, r.size, page_size))
         });
         let page = fetched.map_err(|e| e.to_string())?;
-        self.prefetch_after(v, pgno, &page, ahead);
+        self.prefetch_after(v, pgno, &page, ahead, prefetch);
         Ok(page)
     }
 
@@ -197,8 +243,8 @@ impl ReplicaDb {
         pgno: u32,
         page: &[u8],
         ahead: ReadAhead,
+        limit: usize,
     ) {
-        let limit = self.config.prefetch;
         if limit == 0 {
             return;
         }
@@ -274,6 +320,7 @@ impl ReplicaDb {
             "pages": v.commit,
             "lag_ms": now_millis() - self.last_poll_ms.load(Ordering::Relaxed),
             "last_error": *self.last_error.lock(),
+            "last_read_error": *self.last_read_error.lock(),
             "cache_hits": hits,
             "cache_misses": misses,
             "cache_hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
@@ -329,6 +376,10 @@ const LOOKUP_PAGES: u32 = 4;
 /// One open handle (one connection's main database file).
 pub struct ReplicaFile {
     pub db: Arc<ReplicaDb>,
+    /// This handle's `poll-interval` and `prefetch` (another connection to the same replica
+    /// may have others).
+    poll_interval: std::time::Duration,
+    prefetch: usize,
     /// Set by time travel (URI `txid`/`timestamp` or `litestream_set_time`).
     pinned: Option<Arc<Version>>,
     /// The version of the read transaction in progress (between SHARED lock and unlock).
@@ -344,9 +395,12 @@ pub struct ReplicaFile {
 
 impl ReplicaFile {
     pub fn open(config: ReplicaConfig, target: Target) -> Result<Self, String> {
+        let (poll_interval, prefetch) = (config.poll_interval, config.prefetch);
         let db = ReplicaDb::open(config)?;
         let mut f = Self {
             db,
+            poll_interval,
+            prefetch,
             pinned: None,
             txn: None,
             last_pgno: 0,
@@ -355,10 +409,8 @@ impl ReplicaFile {
             last_interior: None,
         };
         if target != Target::Latest {
-            if let Err(e) = f.set_target(target) {
-                f.db.release();
-                return Err(e);
-            }
+            // On failure `f` is dropped, and its Drop releases the handle (once).
+            f.set_target(target)?;
         }
         Ok(f)
     }
@@ -470,7 +522,7 @@ impl ReplicaFile {
         let mut v = v.clone();
         let mut last_err = String::new();
         for _ in 0..REPLAN_ATTEMPTS {
-            match self.db.page(&v, pgno, ahead) {
+            match self.db.page(&v, pgno, ahead, self.prefetch) {
                 Ok(p) => return Ok(p),
                 Err(e) if e.contains("not found") => {
                     // Compaction or retention removed the file: the same TXID may be served
@@ -482,8 +534,10 @@ impl ReplicaFile {
                     ))
                     .map_err(|e| {
                         format!(
-                            "{last_err}; and TXID {:#x} is no longer available: {e}",
-                            v.txid
+                            "TXID {} left the replica's retention while this connection read it \
+                             ({last_err}; no files serve it any more: {e}); end the read \
+                             transaction, or pin a TXID that is still kept",
+                            ltx::format_txid(v.txid)
                         )
                     })?;
                     v = Arc::new(rebuilt);
@@ -503,7 +557,7 @@ impl ReplicaFile {
 
 impl Drop for ReplicaFile {
     fn drop(&mut self) {
-        self.db.release();
+        self.db.release(self.poll_interval);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod functions;
 pub mod read_lock;
 pub mod replica_vfs;
 pub mod rollback;
+pub mod vacuum_into;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int, CString};
@@ -29,6 +30,15 @@ pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
 /// A C string for SQLite; interior NULs (never expected) are replaced.
 pub fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "?")).expect("no NUL left")
+}
+
+/// Sends `msg` to SQLite's error log (`SQLITE_CONFIG_LOG`, where hosts collect what SQLite
+/// itself cannot put in an error message, e.g. why a read failed with "disk I/O error").
+pub fn sqlite_log(code: c_int, msg: &str) {
+    let c = cstring(msg);
+    // SAFETY: "%s" takes exactly the one NUL-terminated string passed; sqlite3_log copies
+    // what it needs before returning and may be called from any thread.
+    unsafe { ffi::sqlite3_log(code, c"%s".as_ptr(), c.as_ptr()) }
 }
 
 /// Copies `msg` into memory from `sqlite3_malloc`, as `*pzErrMsg` of an extension entry

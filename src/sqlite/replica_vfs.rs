@@ -10,7 +10,6 @@ use super::guard;
 use super::vfs::{uri_params, LAST_OPEN_ERROR};
 use crate::config::ReplicaConfig;
 use crate::replica::ReplicaFile;
-use crate::restore::Target;
 
 /// `sqlite3_file_control` opcode that hands SQL functions the connection's [`ReplicaFile`].
 pub const FCNTL_REPLICA_FILE: c_int = 0x4c53_5231;
@@ -59,8 +58,15 @@ unsafe extern "C" fn io_read(
                 ffi::SQLITE_IOERR_SHORT_READ
             }
             Err(e) => {
-                log::warn!("replica read at offset {off}: {e}");
-                file.db.record_error(&e);
+                // SQLite can only say "disk I/O error": the reason goes to its error log,
+                // ours, and litestream_status() (`last_read_error`).
+                let msg = format!(
+                    "litestream-replica: read of {} at offset {off} failed: {e}",
+                    file.db.describe()
+                );
+                log::warn!("{msg}");
+                super::sqlite_log(ffi::SQLITE_IOERR_READ, &msg);
+                file.db.record_read_error(&msg);
                 ffi::SQLITE_IOERR_READ
             }
         }
@@ -168,10 +174,6 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 
 fn open_replica(path: &std::path::Path, name: *const c_char) -> Result<ReplicaFile, String> {
     let (config, target) = ReplicaConfig::resolve(path, &uri_params(name))?;
-    let target = match target {
-        Some(t) => Target::parse(&t)?,
-        None => Target::Latest,
-    };
     ReplicaFile::open(config, target)
 }
 

@@ -464,6 +464,10 @@ pub(super) fn uri_params(name: *const c_char) -> Vec<(String, String)> {
 
 fn role_for(path: &Path, flags: c_int, name: *const c_char) -> Result<Role, String> {
     if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+        if super::vacuum_into::in_vacuum() {
+            // VACUUM INTO's target: a local copy, never replicated.
+            return Ok(Role::Plain);
+        }
         let config = DbConfig::resolve(path, &uri_params(name))?;
         return Replicator::acquire(path, config).map(Role::Main);
     }
@@ -503,6 +507,10 @@ unsafe extern "C" fn writer_open(
             let Some(open) = (*p).xOpen else {
                 return ffi::SQLITE_CANTOPEN;
             };
+            // A main database this open creates is removed again if it is refused.
+            let created = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
+                && !name.is_null()
+                && !Path::new(&*CStr::from_ptr(name).to_string_lossy()).exists();
             let rc = open(p, name, inner, flags, out_flags);
             if rc != ffi::SQLITE_OK {
                 return rc;
@@ -514,9 +522,17 @@ unsafe extern "C" fn writer_open(
                     Ok(role) => role,
                     Err(e) => {
                         log::error!("cannot open {}: {e}", path.display());
+                        super::sqlite_log(
+                            ffi::SQLITE_CANTOPEN,
+                            &format!("litestream: cannot open {}: {e}", path.display()),
+                        );
                         *LAST_OPEN_ERROR.lock() = Some(e);
                         if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
                             close(inner);
+                        }
+                        // Still empty: nothing but this open can have used it.
+                        if created && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                            let _ = std::fs::remove_file(&path);
                         }
                         return ffi::SQLITE_CANTOPEN;
                     }
@@ -588,11 +604,12 @@ unsafe extern "C" fn replica_open(
     out_flags: *mut c_int,
 ) -> c_int {
     guard(ffi::SQLITE_CANTOPEN, || {
-        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 && !super::vacuum_into::in_vacuum() {
             // SAFETY: SQLite's own xOpen arguments.
             unsafe { super::replica_vfs::open_main(name, file, out_flags) }
         } else {
-            // Temp files and the like: plain local files (no replicator matches them).
+            // Temp files, VACUUM INTO's target and the like: plain local files (no
+            // replicator matches them).
             // SAFETY: as above; our szOsFile covers the wrapped layout too.
             unsafe { writer_open(vfs, name, file, flags, out_flags) }
         }

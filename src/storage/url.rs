@@ -47,47 +47,97 @@ fn invalid(url: &str, reason: impl Into<String>) -> StorageError {
     }
 }
 
-/// A URL for messages: any userinfo and query values that look secret are dropped.
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret") || k.contains("token") || k.contains("key") || k.contains("password")
+}
+
+/// A URL for messages, as given (so a message quotes what was typed, parseable or not) less
+/// any userinfo (`user:password@`) and the values of query parameters that look secret.
 pub fn redact(url: &str) -> String {
-    match ::url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let secret = k.contains("secret") || k.contains("token") || k.contains("key");
-                    (
-                        k.into_owned(),
-                        if secret {
-                            "REDACTED".into()
-                        } else {
-                            v.into_owned()
-                        },
-                    )
-                })
-                .collect();
-            if pairs.is_empty() {
-                u.set_query(None);
-            } else {
-                u.query_pairs_mut().clear().extend_pairs(pairs);
+    redact_text(url)
+}
+
+fn redact_text(raw: &str) -> String {
+    let (head, query) = match raw.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (raw, None),
+    };
+    let mut out = match head.find("://") {
+        Some(i) => {
+            let rest = &head[i + 3..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@') {
+                Some(at) => format!("{}{}", &head[..i + 3], &rest[at + 1..]),
+                None => head.to_string(),
             }
-            u.to_string()
         }
-        Err(_) => "<unparseable URL>".into(),
+        None => head.to_string(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| {
+                let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+                // Judged on the decoded key (`secret%2Dkey` is a secret too).
+                let decoded: String = ::url::form_urlencoded::parse(key.as_bytes())
+                    .map(|(k, _)| k.into_owned())
+                    .collect();
+                if is_secret(&decoded) {
+                    format!("{key}=REDACTED")
+                } else {
+                    pair.to_string()
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+/// The directory of a `file:` URL or bare path: absolute, not `/`, no `..` (a replica
+/// spread over the root of the file system is never what was meant).
+fn file_root(raw: &str, root: PathBuf) -> Result<PathBuf> {
+    use std::path::Component;
+    if !root.is_absolute() {
+        return Err(invalid(
+            raw,
+            "a file replica must be an absolute directory: file:///abs/dir",
+        ));
+    }
+    if root.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(invalid(
+            raw,
+            "a file replica directory must not contain \"..\"",
+        ));
+    }
+    if root.parent().is_none() {
+        return Err(invalid(
+            raw,
+            "a file replica must be a directory other than / (file:///abs/dir)",
+        ));
+    }
+    Ok(root)
 }
 
 impl ReplicaUrl {
     pub fn parse(raw: &str) -> Result<Self> {
         if raw.starts_with('/') {
-            return Ok(Self::File {
-                root: PathBuf::from(raw),
-            });
+            return file_root(raw, PathBuf::from(raw)).map(|root| Self::File { root });
         }
         let url = ::url::Url::parse(raw).map_err(|e| invalid(raw, e.to_string()))?;
         match url.scheme() {
             "file" => {
+                // The URL parser makes `file:`, `file:relative` and `file:rel/dir` into
+                // `file:///...`: only an absolute path is taken (`file:///abs`, `file:/abs`).
+                let after_scheme = &raw[raw.find(':').map_or(0, |i| i + 1)..];
+                if !after_scheme.starts_with('/') {
+                    return Err(invalid(
+                        raw,
+                        "a file replica must be an absolute directory: file:///abs/dir",
+                    ));
+                }
                 if url.host_str().is_some_and(|h| !h.is_empty()) {
                     return Err(invalid(
                         raw,
@@ -100,7 +150,14 @@ impl ReplicaUrl {
                 let root = url
                     .to_file_path()
                     .map_err(|_| invalid(raw, "not an absolute local path"))?;
-                Ok(Self::File { root })
+                // `file://dir` (a host) is refused above; `file:///` and `file:////` remain.
+                if after_scheme.trim_start_matches('/').is_empty() {
+                    return Err(invalid(
+                        raw,
+                        "a file replica must be a directory other than / (file:///abs/dir)",
+                    ));
+                }
+                file_root(raw, root).map(|root| Self::File { root })
             }
             "s3" => Self::parse_s3(raw, &url).map(Self::S3),
             other => Err(invalid(
@@ -187,6 +244,49 @@ mod tests {
     }
 
     #[test]
+    fn file_urls_must_name_an_absolute_directory_other_than_root() {
+        // The URL parser turns each of these into `/` or `/relative`.
+        for (url, needle) in [
+            ("file:", "absolute directory"),
+            ("file:relative", "absolute directory"),
+            ("file:rel/dir", "absolute directory"),
+            ("file:/", "other than /"),
+            ("file:///", "other than /"),
+            ("file:////", "other than /"),
+            ("/", "other than /"),
+            ("/a/../..", "\"..\""),
+            ("file:///a/..", "other than /"),
+        ] {
+            let err = ReplicaUrl::parse(url).expect_err(url).to_string();
+            assert!(
+                err.contains(needle) && err.contains(&format!("{url:?}")),
+                "{url}: {err}"
+            );
+        }
+        for ok in ["file:///r", "file:/r", "/r"] {
+            assert_eq!(
+                ReplicaUrl::parse(ok).unwrap(),
+                ReplicaUrl::File { root: "/r".into() }
+            );
+        }
+    }
+
+    #[test]
+    fn unparseable_urls_are_quoted_without_secrets() {
+        let err = ReplicaUrl::parse("s3://AKIA:hunter2@bkt:x/p?secret-access-key=abc&region=x y")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("unparseable"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("abc"), "{err}");
+        assert!(
+            err.contains("s3://bkt:x/p?secret-access-key=REDACTED&region=x y"),
+            "{err}"
+        );
+        let err = ReplicaUrl::parse("not a url").unwrap_err().to_string();
+        assert!(err.contains("\"not a url\""), "{err}");
+    }
+
+    #[test]
     fn s3_urls() {
         let u = ReplicaUrl::parse(
             "s3://bkt/multi/a.db?endpoint=http://127.0.0.1:9000&region=eu-west-1&force-path-style=true",
@@ -223,5 +323,11 @@ mod tests {
         let r = redact("s3://user:pw@bkt/p?secret-access-key=abc&region=x");
         assert!(!r.contains("abc") && !r.contains("pw"), "{r}");
         assert!(r.contains("region=x"));
+        assert_eq!(
+            redact("s3://bkt/p?%73ecret=abc&x=1"),
+            "s3://bkt/p?%73ecret=REDACTED&x=1"
+        );
+        // Nothing to hide: the input as given.
+        assert_eq!(redact("file:relative"), "file:relative");
     }
 }
