@@ -115,3 +115,44 @@ def test_a_failed_capture_step_never_skips_sqlites_write(connect, tmp_path):
     db_status = next(d for d in st["databases"] if d["path"] == str(db))
     assert db_status["last_error"], "the failing spool must show in the status"
     con.close()
+
+
+@pytest.mark.parametrize("checkpoint", ["truncate", "restart", "passive"])
+def test_a_full_disk_loses_no_commit_and_the_replica_heals(connect, tmp_path, checkpoint):
+    """The database (and its metadata directory) on a 3 MB tmpfs: large rows and a checkpoint
+    every 20 commits until SQLITE_FULL. Every commit SQLite reported is still there, and once
+    space is back the replica restores to exactly the local database."""
+    import subprocess
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
+    try:
+        store = Store("file", tmp_path)
+        url = store.url("app.db")
+        db = small / "app.db"
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * 512 * 1024)
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute("pragma journal_mode=wal")
+        con.execute("create table t(id integer primary key, v blob)")
+        committed = 0
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for i in range(100000):
+                con.execute("insert into t(v) values(randomblob(20000))")
+                committed += 1
+                if i % 20 == 19:
+                    con.execute(f"pragma wal_checkpoint({checkpoint})")
+        assert committed > 20
+        filler.unlink()  # space is back
+        sync(con, 60000)
+        assert con.execute("select count(*) from t").fetchone()[0] == committed
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == dump(db)
+        con.close()
+        check = sqlite3.connect(db)
+        assert check.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert check.execute("select count(*) from t").fetchone()[0] == committed
+        check.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
