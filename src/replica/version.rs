@@ -157,6 +157,29 @@ impl Version {
         }
         for (f, result) in files.iter().zip(fetched) {
             let (header, index) = result?;
+            if self.page_size != 0 && header.page_size != self.page_size {
+                // A page-size change: this file holds every page at the new size and
+                // supersedes everything before it.
+                let full =
+                    header.commit - u32::from(ltx::lock_pgno(header.page_size) <= header.commit);
+                if index.entries.len() != full as usize {
+                    return Err(RestoreError::Ltx {
+                        what: format!(
+                            "LTX file {} (level {})",
+                            ltx::file_name(f.min_txid, f.max_txid),
+                            f.level
+                        ),
+                        source: ltx::LtxError::PageSizeChangeNotFull {
+                            txid: header.min_txid,
+                            from: self.page_size,
+                            to: header.page_size,
+                            pages: index.entries.len() as u32,
+                            commit: header.commit,
+                        },
+                    });
+                }
+                self.pages.clear();
+            }
             let file = self.files.len() as u32;
             self.files.push(Arc::new(f.clone()));
             for e in index.entries {

@@ -487,6 +487,16 @@ impl Capture {
             return Ok(());
         }
         if let Some(size) = self.read_db_page_size() {
+            if self.page_size != 0 && size != self.page_size {
+                // PITR: the page size changed (`PRAGMA page_size=N; VACUUM`). What is pending
+                // is at the old size: drop it; the next LTX holds every page at the new size.
+                self.dirty.clear();
+                self.pending = None;
+                self.needs_full = true;
+                self.commits_captured += 1;
+                self.page_size = size;
+                return Ok(());
+            }
             self.page_size = size;
         }
         let ps = u64::from(self.page_size);
@@ -631,6 +641,13 @@ impl Capture {
             // A rollback-journal transaction is in progress (or a crash left a hot journal
             // that the next reader will roll back): the file is not consistent yet.
             return Ok(false);
+        }
+        if full && self.wal.is_none() {
+            // PITR: a full snapshot of the file is at the file's page size (it may have been
+            // changed while we did not watch).
+            if let Some(ps) = self.read_db_page_size() {
+                self.page_size = ps;
+            }
         }
         let pending = self.pending.take();
         let commit = match &pending {
