@@ -159,3 +159,137 @@ def test_litestream_restores_a_replica_with_a_page_size_change(connect, tmp_path
     # Before the change, Litestream still restores at the old size.
     ok, out = litestream_restore_result(store, url, tmp_path / "theirs-before-2.db", before)
     assert ok and dump(tmp_path / "theirs-before-2.db") == before_dump, out
+
+
+# ---- rollback -------------------------------------------------------------------------------
+
+
+def test_rollback_right_after_reopening_a_wal_database(connect, tmp_path):
+    """Reopened, nothing written yet: the WAL is empty and its index gives page size 0. The
+    rollback was refused ('the database's is 0'); it reads the database file instead."""
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(id integer primary key, v text)")
+    fill(con, 100, "first")
+    first, first_dump = txid_of(con, db), dump(db)
+    fill(con, 100, "second")
+    sync(con)
+    con.close()
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    summary = rollback(con, first)
+    assert dump(db) == first_dump, summary
+    assert summary["txid"] is not None and summary["shipped"], summary
+    con.close()
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete", "truncate", "persist"])
+def test_rollback_to_what_the_database_already_holds_writes_nothing(connect, tmp_path, mode):
+    """History changed pages and changed them back: the database equals the target, so the
+    rollback writes no page and adds no TXID (it rewrote every changed page)."""
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute(f"pragma journal_mode={mode}")
+    con.execute("create table t(id integer primary key, v text)")
+    fill(con, 200, "row")
+    target, target_dump = txid_of(con, db), dump(db)
+    con.execute("update t set v = 'changed' where id < 50")
+    assert txid_of(con, db) > target
+    # A rollback to the target writes pages; a second one to the same target must write none.
+    first = rollback(con, target)
+    assert first["pages"] > 0 and dump(db) == target_dump, first
+    after_first = txid_of(con, db)
+    second = rollback(con, target)
+    assert second["pages"] == 0 and second["txid"] is None, second
+    assert txid_of(con, db) == after_first
+    # Rolling back to the state the first rollback produced (equal to the target) too.
+    third = rollback(con, after_first)
+    assert third["pages"] == 0 and third["txid"] is None, third
+    assert dump(db) == target_dump
+    con.close()
+
+
+def foreign_commit(kind, ext_path, tmp_path, db, url, sql):
+    """Commits `sql` on `db` from another connection: a plain connection in this process
+    (`plain`), another process through the VFS (`vfs-process`), or another process without
+    it (`plain-process`)."""
+    if kind == "plain":
+        c = sqlite3.connect(str(db), isolation_level=None)
+        c.execute("pragma busy_timeout=5000")
+        c.execute(sql)
+        c.close()
+        return
+    code = (
+        "import sqlite3, sys, urllib.parse\n"
+        "ext, db, url, sql, vfs = sys.argv[1:]\n"
+        "b = sqlite3.connect(':memory:'); b.enable_load_extension(True); b.load_extension(ext)\n"
+        "uri = f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe=\"\")}&min-interval=0&lease=off' if vfs == '1' else f'file:{db}'\n"
+        "c = sqlite3.connect(uri, uri=True, isolation_level=None)\n"
+        "c.execute('pragma busy_timeout=5000')\n"
+        "c.execute(sql)\n"
+        "c.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, ext_path, str(db), url, sql, "1" if kind == "vfs-process" else "0"],
+                   check=True, timeout=60)
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete", "truncate", "persist"])
+@pytest.mark.parametrize("other", ["plain", "plain-process", "vfs-process"])
+def test_rollback_after_another_connection_committed(ext_path, connect, tmp_path, mode, other):
+    """Another connection commits (a plain connection in this process, another process with
+    or without the VFS): the rollback, planned only from what this process captured, wrote
+    a mix and left the database malformed. Now the result is the target exactly, or, while
+    the replica does not have the other commit, a refusal that changes nothing."""
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute(f"pragma journal_mode={mode}")
+    con.execute("create table t(id integer primary key, v text)")
+    fill(con, 300, "base")
+    target, target_dump = txid_of(con, db), dump(db)
+    con.execute("update t set v = 'ours' where id <= 100")
+    sync(con)
+    foreign_commit(other, ext_path, tmp_path, db, url, "insert into t(v) select v || ' foreign' from t")
+    before = dump(db)
+    assert "foreign" in before
+    try:
+        summary = rollback(con, target)
+    except sqlite3.OperationalError as e:
+        assert other == "vfs-process" or "did not capture" in str(e) or "replica does not have" in str(e), str(e)
+        assert dump(db) == before
+    else:
+        assert other == "vfs-process", f"a commit the replica cannot have was rolled over: {summary}"
+        assert dump(db) == target_dump, summary
+        out = tmp_path / "latest.db"
+        restore(connect(), url, out)
+        assert dump(out) == target_dump
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+# ---- rollback under locking_mode=EXCLUSIVE --------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["delete", "truncate", "persist"])
+def test_rollback_refused_under_exclusive_locking(connect, tmp_path, mode):
+    """locking_mode=EXCLUSIVE keeps SQLite's page cache across transactions: the rollback
+    reported success and the next write undid it. Now refused, nothing changed."""
+    db = tmp_path / "app.db"
+    url = f"file://{tmp_path}/replica"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute(f"pragma journal_mode={mode}")
+    con.execute("create table t(id integer primary key, v text)")
+    fill(con, 50, "a")
+    target = txid_of(con, db)
+    fill(con, 50, "b")
+    sync(con)
+    con.execute("pragma locking_mode=exclusive")
+    count = con.execute("select count(*) from t").fetchone()[0]  # caches pages, keeps the lock
+    with pytest.raises(sqlite3.OperationalError, match="locking_mode=EXCLUSIVE.*page cache"):
+        rollback(con, target)
+    con.execute("insert into t(v) values('next')")
+    assert con.execute("select count(*) from t").fetchone()[0] == count + 1
+    con.close()
+    assert dump(db).count('INSERT INTO "t"') == count + 1

@@ -842,4 +842,13 @@ impl Capture {
     pub fn db_path(&self) -> &Path {
         &self.db_path
     }
+
+    /// PITR (rollback): the live WAL generation's salts and the end of the last committed
+    /// frame captured; None without one. A wal-index ending elsewhere holds commits this
+    /// process did not capture.
+    pub fn wal_committed(&self) -> Option<(u32, u32, u64)> {
+        self.wal
+            .as_ref()
+            .map(|c| (c.header.salt1, c.header.salt2, c.committed_end))
+    }
 }
