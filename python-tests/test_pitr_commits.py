@@ -293,3 +293,115 @@ def test_rollback_refused_under_exclusive_locking(connect, tmp_path, mode):
     assert con.execute("select count(*) from t").fetchone()[0] == count + 1
     con.close()
     assert dump(db).count('INSERT INTO "t"') == count + 1
+
+
+# ---- fork into a destination a writer has open ----------------------------------------------
+
+WRITER = r"""
+import sqlite3, sys, time, urllib.parse
+ext, db, url, ready, go = sys.argv[1:]
+b = sqlite3.connect(':memory:'); b.enable_load_extension(True); b.load_extension(ext)
+c = sqlite3.connect(f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe="")}&min-interval=0&lease-ttl=3s',
+                    uri=True, isolation_level=None)
+c.execute('pragma user_version').fetchone()  # opened, empty: nothing to ship yet
+open(ready, 'w').write('ready')
+import os
+while not os.path.exists(go):
+    time.sleep(0.05)
+c.execute('create table w(x)')
+c.execute("insert into w values('after the fork')")
+print(c.execute('select litestream_sync(10000)').fetchone()[0])
+c.close()
+"""
+
+
+def test_fork_refused_while_a_writer_holds_the_destination(ext_path, connect, tmp_path):
+    """A writer opened on the destination (another process) holds its lease: the fork
+    used to pass the emptiness check and ignore it, and the writer then shipped L0/1-1
+    beside the fork's L9/1-N. Now the fork refuses; once the writer is gone a fork goes
+    through, and a writer opening afterwards continues after the fork's TXID."""
+    src_url = f"file://{tmp_path}/src"
+    dst_url = f"file://{tmp_path}/dst"
+    src = open_replicated(connect, tmp_path / "src.db", src_url, **{"min-interval": "0"})
+    src.execute("create table t(id integer primary key, v text)")
+    fill(src, 50, "src")
+    for i in range(3):
+        src.execute("insert into t(v) values(?)", (f"more {i}",))
+    n = txid_of(src, tmp_path / "src.db")
+    src_dump = dump(tmp_path / "src.db")
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        lock = tmp_path / "dst" / "lock.json"
+        while not lock.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert lock.exists(), "the writer took no lease"
+        boot = connect()
+        with pytest.raises(sqlite3.OperationalError, match="leased by another writer"):
+            fork(boot, src_url, dst_url, 2)
+        go.write_text("go")
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+    finally:
+        if w.poll() is None:
+            w.kill()
+    # The writer shipped alone; the destination is its replica now, so a fork is refused.
+    with pytest.raises(sqlite3.OperationalError, match="already holds LTX files"):
+        fork(boot, src_url, dst_url)
+    # A fresh destination: the fork takes and gives back its lease; a writer opening
+    # afterwards (from a restore of the fork) continues after the fork's TXID.
+    dst2 = f"file://{tmp_path}/dst2"
+    summary = fork(boot, src_url, dst2)
+    assert summary["txid"] == f"{n:016x}"
+    restore(boot, dst2, tmp_path / "restored.db")
+    w2 = open_replicated(connect, tmp_path / "restored.db", dst2, **{"min-interval": "0"})
+    w2.execute("insert into t(v) values('continued')")
+    assert txid_of(w2, tmp_path / "restored.db") == n + 1
+    w2.close()
+    assert sorted(os.listdir(tmp_path / "dst2" / "ltx" / "0")) == [f"{n + 1:016x}-{n + 1:016x}.ltx"]
+    assert dump(tmp_path / "restored.db") != src_dump
+
+
+def test_fork_fences_a_writer_whose_lease_lapsed(ext_path, connect, tmp_path):
+    """A writer opened the destination (lease taken, nothing shipped), then stalled (SIGSTOP)
+    until its lease lapsed: the fork takes the lease and writes L9/1-N. When the writer
+    resumes it must not ship TXID 1 beside it: taking the lease anew, it reads the replica's
+    position again and continues after N."""
+    src_url = f"file://{tmp_path}/src"
+    dst_url = f"file://{tmp_path}/dst"
+    src = open_replicated(connect, tmp_path / "src.db", src_url, **{"min-interval": "0"})
+    src.execute("create table t(id integer primary key, v text)")
+    fill(src, 20, "src")
+    src.execute("insert into t(v) values('x')")
+    n = txid_of(src, tmp_path / "src.db")
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        lock = tmp_path / "dst" / "lock.json"
+        while not (ready.exists() and lock.exists()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert lock.exists(), "the writer took no lease"
+        w.send_signal(signal.SIGSTOP)
+        time.sleep(3.5)  # lease-ttl=3s: it lapses while the writer is stopped
+        summary = fork(connect(), src_url, dst_url)
+        assert summary["txid"] == f"{n:016x}"
+        go.write_text("go")
+        w.send_signal(signal.SIGCONT)
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+    finally:
+        if w.poll() is None:
+            w.send_signal(signal.SIGCONT)
+            w.kill()
+    l0_dir = tmp_path / "dst" / "ltx" / "0"
+    l0 = sorted(os.listdir(l0_dir)) if l0_dir.exists() else []
+    assert l0 and all(int(name[:16], 16) > n for name in l0), l0
+    # The destination restores to the writer's database (its resync after the fork).
+    restore(connect(), dst_url, tmp_path / "dst.db")
+    assert "after the fork" in dump(tmp_path / "dst.db")
