@@ -180,6 +180,10 @@ def test_litestream_restores_a_replica_with_a_page_size_change(connect, tmp_path
     assert dump(tmp_path / "theirs-latest.db") == latest_dump
     restore(boot, url, tmp_path / "ours-latest.db")
     assert (tmp_path / "ours-latest.db").read_bytes() == (tmp_path / "theirs-latest.db").read_bytes()
+    # Between the change and that snapshot, its plan still crosses the change.
+    ok, out = litestream_restore_result(store, url, tmp_path / "theirs-after-2.db", after)
+    assert not ok and "page size" in out, out
+    print("litestream:", out.strip().splitlines()[-1])
     # Before the change, Litestream still restores at the old size.
     ok, out = litestream_restore_result(store, url, tmp_path / "theirs-before-2.db", before)
     assert ok and dump(tmp_path / "theirs-before-2.db") == before_dump, out
