@@ -481,3 +481,27 @@ def test_fork_fences_a_writer_whose_lease_lapsed(ext_path, connect, tmp_path):
     # The destination restores to the writer's database (its resync after the fork).
     restore(connect(), dst_url, tmp_path / "dst.db")
     assert "after the fork" in dump(tmp_path / "dst.db")
+
+
+def test_fork_without_the_lease_when_told(connect, tmp_path, monkeypatch):
+    """LITESTREAM_LEASE=off (as for writers, for stores without conditional writes): the fork
+    does not take the lease; only the emptiness check keeps it out of a live replica."""
+    src_url = f"file://{tmp_path}/src"
+    src = open_replicated(connect, tmp_path / "src.db", src_url, **{"min-interval": "0"})
+    src.execute("create table t(x)")
+    src.execute("insert into t values(1)")
+    sync(src)
+    # A lease someone else holds on the destination.
+    (tmp_path / "dst").mkdir()
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    (tmp_path / "dst" / "lock.json").write_text(json.dumps({"generation": 1, "expires_at": until, "owner": "elsewhere:1"}))
+    boot = connect()
+    with pytest.raises(sqlite3.OperationalError, match=r"leased by another writer \(elsewhere:1"):
+        fork(boot, src_url, f"file://{tmp_path}/dst")
+    assert not (tmp_path / "dst" / "ltx").exists()
+    monkeypatch.setenv("LITESTREAM_LEASE", "off")
+    fork(boot, src_url, f"file://{tmp_path}/dst")
+    assert json.loads((tmp_path / "dst" / "lock.json").read_text())["owner"] == "elsewhere:1"
+    with pytest.raises(sqlite3.OperationalError, match="already holds LTX files"):
+        fork(boot, src_url, f"file://{tmp_path}/dst")
+    src.close()

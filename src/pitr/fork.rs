@@ -43,7 +43,7 @@ pub enum ForkError {
         owner: String,
         expires: String,
     },
-    #[error("the destination {0} does not honour conditional writes, so its lease cannot keep a writer out; nothing was written")]
+    #[error("the destination {0} does not honour conditional writes, so its lease cannot keep a writer out; nothing was written (LITESTREAM_LEASE=off forks without the lease, at your own risk)")]
     NoConditionalWrites(String),
     #[error("the destination's lease was lost during the fork (another writer took it); nothing was written")]
     LeaseLost,
@@ -62,6 +62,14 @@ pub async fn fork(
     if src.describe() == dst.describe() {
         return Err(ForkError::SameReplica(src.describe()));
     }
+    // As for writers, LITESTREAM_LEASE=off goes without it (only the emptiness check).
+    let lease_off = matches!(
+        std::env::var(crate::config::ENV_LEASE).as_deref(),
+        Ok("off" | "false" | "0")
+    );
+    if lease_off {
+        return fork_into(src, &dst, target, work, None).await;
+    }
     let support = dst
         .probe_conditional_writes()
         .await
@@ -77,17 +85,18 @@ pub async fn fork(
             expires: lease.status.expires_at.clone().unwrap_or_default(),
         });
     }
-    let result = fork_leased(src, &dst, target, work, &mut lease).await;
+    let result = fork_into(src, &dst, target, work, Some(&mut lease)).await;
     lease.release(&dst, support.conditional_delete).await;
     result
 }
 
-async fn fork_leased(
+/// The fork itself; `lease`, when given, is held on `dst` and renewed before writing.
+async fn fork_into(
     src: Arc<Store>,
     dst: &Arc<Store>,
     target: Target,
     work: &Path,
-    lease: &mut Lease,
+    lease: Option<&mut Lease>,
 ) -> Result<ForkSummary, ForkError> {
     let started = Instant::now();
     if !restore::list_all(dst, false).await?.is_empty() {
@@ -110,8 +119,10 @@ async fn fork_leased(
     };
     let snapshot_key = dst.ltx_key(SNAPSHOT_LEVEL, 1, last.max_txid);
     // A long download may have outlived two thirds of the lease: renew it before writing.
-    if !lease.ensure(dst).await.map_err(RestoreError::from)? {
-        return Err(ForkError::LeaseLost);
+    if let Some(lease) = lease {
+        if !lease.ensure(dst).await.map_err(RestoreError::from)? {
+            return Err(ForkError::LeaseLost);
+        }
     }
     let copied = chain.len() == 1
         && dst
