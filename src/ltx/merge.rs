@@ -11,10 +11,18 @@ use super::HEADER_FLAG_NO_CHECKSUM;
 /// Checks that each header continues the previous one: overlap is fine, gaps and
 /// regressions are not (`next.min <= prev.max + 1` and `next.max > prev.max`).
 pub fn check_contiguous<'a>(headers: impl IntoIterator<Item = &'a Header>) -> Result<()> {
+    check_txids(headers, true)
+}
+
+/// [`check_contiguous`], the page sizes checked only when `same_page_size`.
+fn check_txids<'a>(
+    headers: impl IntoIterator<Item = &'a Header>,
+    same_page_size: bool,
+) -> Result<()> {
     let mut prev: Option<&Header> = None;
     for h in headers {
         if let Some(p) = prev {
-            if h.page_size != p.page_size {
+            if same_page_size && h.page_size != p.page_size {
                 return Err(LtxError::PageSizeMismatch(p.page_size, h.page_size));
             }
             if h.min_txid > p.max_txid + 1 || h.max_txid <= p.max_txid {
@@ -55,11 +63,16 @@ fn full_page_count(h: &Header) -> u32 {
     h.commit - u32::from(super::lock_pgno(h.page_size) <= h.commit)
 }
 
-/// Drops the inputs a page-size change superseded (see [`rebase_point`]); returns the rest
-/// and how many were dropped.
-fn rebase<R: Read>(mut inputs: Vec<Decoder<R>>) -> (Vec<Decoder<R>>, usize) {
+/// Drops the inputs a page-size change superseded (see [`rebase_point`]), after checking
+/// that every input continues the one before (TXIDs) and the rest share one page size.
+/// Returns the rest, how many were dropped, and the page size before the change.
+fn rebase<R: Read>(mut inputs: Vec<Decoder<R>>) -> Result<(Vec<Decoder<R>>, usize, u32)> {
+    check_txids(inputs.iter().map(|d| d.header()), false)?;
     let skip = rebase_point(inputs.iter().map(|d| d.header()));
-    (inputs.split_off(skip), skip)
+    let prev_page_size = inputs[skip.saturating_sub(1)].header().page_size;
+    let rest = inputs.split_off(skip);
+    check_contiguous(rest.iter().map(|d| d.header()))?;
+    Ok((rest, skip, prev_page_size))
 }
 
 /// After a merge from a rebased input: it must have held every page.
@@ -171,10 +184,8 @@ pub fn merge_stamped<R: Read, W: Write>(
     let tracks = inputs.iter().all(|d| d.header().tracks_checksums());
     // After a page-size change the output starts from the full file at the new size; it
     // keeps the whole TXID range (levels stay contiguous) and holds every page.
-    let (inputs, skip) = rebase(inputs);
-    let prev_page_size = first.page_size;
+    let (inputs, skip, prev_page_size) = rebase(inputs)?;
     let base = *inputs[0].header();
-    check_contiguous(inputs.iter().map(|d| d.header()))?;
     let mut header = Header::new(
         base.page_size,
         last.commit,
@@ -228,9 +239,8 @@ pub fn apply_to_database<R: Read>(
             got: 0,
         });
     }
-    let (inputs, skip) = rebase(inputs);
+    let (inputs, skip, prev_page_size) = rebase(inputs)?;
     let base = *inputs[0].header();
-    check_contiguous(inputs.iter().map(|d| d.header()))?;
     let page_size = u64::from(base.page_size);
     let mut cursors = open_cursors(inputs, skip)?;
     let mut pages = 0u64;
@@ -241,7 +251,7 @@ pub fn apply_to_database<R: Read>(
         Ok(())
     })?;
     if skip > 0 {
-        check_rebase(&base, first.page_size, base_pages)?;
+        check_rebase(&base, prev_page_size, base_pages)?;
     }
     out.set_len(u64::from(last.commit) * page_size)?;
     let mut header = Header::new(
