@@ -241,6 +241,117 @@ def test_page_size_change_under_retention(connect, tmp_path):
     con.close()
 
 
+def crc64_go_iso(data, crc=0):
+    table = crc64_go_iso.table
+    crc ^= 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def _crc_table():
+    out = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xD800000000000000 if c & 1 else c >> 1
+        out.append(c)
+    return out
+
+
+crc64_go_iso.table = _crc_table()
+
+
+def uvarint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ltx_file(header, pages):
+    """An LTX v3 file with `header` (100 bytes, as found in another file) and `pages`
+    [(pgno, bytes)], each stored as an LZ4 block of literals only (valid LZ4, no compressor
+    needed)."""
+    body, crc_input, index = bytearray(header), bytearray(header), bytearray()
+    for pgno, data in pages:
+        n = len(data)
+        block = bytes([0xF0]) + b"\xff" * ((n - 15) // 255) + bytes([(n - 15) % 255]) + data
+        frame_header = pgno.to_bytes(4, "big") + (1).to_bytes(2, "big") + len(block).to_bytes(4, "big")
+        index += uvarint(pgno) + uvarint(len(body)) + uvarint(len(frame_header) + len(block))
+        body += frame_header + block
+        crc_input += frame_header + data
+    index += uvarint(0)
+    index += len(index).to_bytes(8, "big")
+    tail = bytes(6) + bytes(index) + bytes(8)
+    checksum = crc64_go_iso(bytes(crc_input + tail)) | (1 << 63)
+    return bytes(body + tail) + checksum.to_bytes(8, "big")
+
+
+def test_replica_damaged_by_an_unshipped_page_size_change_heals(connect, tmp_path):
+    """A replica written before page-size changes were shipped whole holds, at the change, an
+    L0 of a few pages at the new size. Restores past it fail with an error naming the problem
+    (never a mixed database); the writer's compaction notices and ships one full snapshot,
+    after which compaction, snapshots and restores of every later TXID work again."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma page_size=4096")
+    con.execute("pragma journal_mode=delete")
+    con.execute("create table t(id integer primary key, v text)")
+    con.execute("begin")
+    fill(con, 200, "before")
+    con.execute("commit")
+    before, before_dump = txid_of(con, db), dump(db)
+    change_page_size(con, "delete", 8192)
+    changed = txid_of(con, db)
+    con.execute("insert into t(v) values('after')")
+    after = txid_of(con, db)
+    con.close()
+    # Damage the replica as the old capture did: the change's L0 holds two pages.
+    boot = connect()
+    at_change = tmp_path / "at-change.db"
+    restore(boot, url, at_change, changed)
+    raw = at_change.read_bytes()
+    l0 = tmp_path / "replica-app.db" / "ltx" / "0" / f"{changed:016x}-{changed:016x}.ltx"
+    header = l0.read_bytes()[:100]
+    l0.write_bytes(ltx_file(header, [(1, raw[:8192]), (2, raw[8192:16384])]))
+    with pytest.raises(sqlite3.OperationalError, match="page size changes from 4096 to 8192.*holds 2 pages"):
+        restore(boot, url, tmp_path / "broken.db")
+    restore(boot, url, tmp_path / "old.db", before)
+    assert dump(tmp_path / "old.db") == before_dump
+    # The writer again, with maintenance: it heals the replica with a full snapshot.
+    con = open_replicated(connect, db, url, **{"min-interval": "0", "levels": "1s", "snapshot-interval": "2s"})
+    deadline = time.time() + 20
+    healed = None
+    while time.time() < deadline:
+        con.execute("insert into t(v) values('tick')")
+        sync(con)
+        try:
+            restore(boot, url, tmp_path / "probe.db", None, "overwrite")
+            healed = txid_of(con, db)
+            if level_files(store, url, 1):
+                break
+        except sqlite3.OperationalError as e:
+            assert "holds 2 pages" in str(e), str(e)
+        time.sleep(0.3)
+    assert healed, "the replica was not healed"
+    con.execute("insert into t(v) values('healed')")
+    latest, latest_dump = txid_of(con, db), dump(db)
+    restore(boot, url, tmp_path / "latest.db")
+    assert dump(tmp_path / "latest.db") == latest_dump
+    assert read_replica(connect, url, latest) == (8192, latest_dump)
+    # What the damage lost stays lost, with the same clear error; what came before is intact.
+    with pytest.raises(sqlite3.OperationalError, match="holds 2 pages"):
+        restore(boot, url, tmp_path / "lost.db", after)
+    restore(boot, url, tmp_path / "old-2.db", before)
+    assert dump(tmp_path / "old-2.db") == before_dump
+    con.close()
+
+
 # ---- rollback -------------------------------------------------------------------------------
 
 

@@ -63,13 +63,44 @@ fn full_page_count(h: &Header) -> u32 {
     h.commit - u32::from(super::lock_pgno(h.page_size) <= h.commit)
 }
 
+/// Whether a file with this header and `pages` pages in its index holds every page.
+pub fn holds_every_page(h: &Header, pages: usize) -> bool {
+    pages == full_page_count(h) as usize
+}
+
 /// Drops the inputs a page-size change superseded (see [`rebase_point`]), after checking
 /// that every input continues the one before (TXIDs) and the rest share one page size.
+/// With `counts` (each input's page count, when the caller read the indexes; 0 when not
+/// read), the run starts from the last input at or after the change that holds every page:
+/// a replica written before page-size changes were shipped whole has a partial file there,
+/// healed by a later full snapshot; with none, it is an error before anything is written.
 /// Returns the rest, how many were dropped, and the page size before the change.
-fn rebase<R: Read>(mut inputs: Vec<Decoder<R>>) -> Result<(Vec<Decoder<R>>, usize, u32)> {
+fn rebase<R: Read>(
+    mut inputs: Vec<Decoder<R>>,
+    counts: Option<&[u32]>,
+) -> Result<(Vec<Decoder<R>>, usize, u32)> {
     check_txids(inputs.iter().map(|d| d.header()), false)?;
-    let skip = rebase_point(inputs.iter().map(|d| d.header()));
-    let prev_page_size = inputs[skip.saturating_sub(1)].header().page_size;
+    let change = rebase_point(inputs.iter().map(|d| d.header()));
+    let prev_page_size = inputs[change.saturating_sub(1)].header().page_size;
+    let mut skip = change;
+    if let (Some(counts), true) = (counts, change > 0) {
+        let count = |i: usize| counts.get(i).copied().unwrap_or(0);
+        match (change..inputs.len())
+            .rev()
+            .find(|&i| holds_every_page(inputs[i].header(), count(i) as usize))
+        {
+            Some(i) => skip = i,
+            None => {
+                return Err(LtxError::PageSizeChangeNotFull {
+                    txid: inputs[change].header().min_txid,
+                    from: prev_page_size,
+                    to: inputs[change].header().page_size,
+                    pages: count(change),
+                    commit: inputs[change].header().commit,
+                })
+            }
+        }
+    }
     let rest = inputs.split_off(skip);
     check_contiguous(rest.iter().map(|d| d.header()))?;
     Ok((rest, skip, prev_page_size))
@@ -177,6 +208,16 @@ pub fn merge_stamped<R: Read, W: Write>(
     out: W,
     timestamp: Option<i64>,
 ) -> Result<(W, MergeSummary)> {
+    merge_stamped_known(inputs, out, timestamp, None)
+}
+
+/// [`merge_stamped`], told how many pages each input holds (see `rebase`).
+pub fn merge_stamped_known<R: Read, W: Write>(
+    inputs: Vec<Decoder<R>>,
+    out: W,
+    timestamp: Option<i64>,
+    counts: Option<&[u32]>,
+) -> Result<(W, MergeSummary)> {
     let (first, last) = match (inputs.first(), inputs.last()) {
         (Some(f), Some(l)) => (*f.header(), *l.header()),
         _ => return Err(LtxError::NoInputs),
@@ -184,7 +225,7 @@ pub fn merge_stamped<R: Read, W: Write>(
     let tracks = inputs.iter().all(|d| d.header().tracks_checksums());
     // After a page-size change the output starts from the full file at the new size; it
     // keeps the whole TXID range (levels stay contiguous) and holds every page.
-    let (inputs, skip, prev_page_size) = rebase(inputs)?;
+    let (inputs, skip, prev_page_size) = rebase(inputs, counts)?;
     let base = *inputs[0].header();
     let mut header = Header::new(
         base.page_size,
@@ -228,6 +269,15 @@ pub fn apply_to_database<R: Read>(
     inputs: Vec<Decoder<R>>,
     out: &mut std::fs::File,
 ) -> Result<ApplySummary> {
+    apply_to_database_known(inputs, out, None)
+}
+
+/// [`apply_to_database`], told how many pages each input holds (see `rebase`).
+pub fn apply_to_database_known<R: Read>(
+    inputs: Vec<Decoder<R>>,
+    out: &mut std::fs::File,
+    counts: Option<&[u32]>,
+) -> Result<ApplySummary> {
     use std::io::{Seek, SeekFrom};
     let (first, last) = match (inputs.first(), inputs.last()) {
         (Some(f), Some(l)) => (*f.header(), *l.header()),
@@ -239,7 +289,7 @@ pub fn apply_to_database<R: Read>(
             got: 0,
         });
     }
-    let (inputs, skip, prev_page_size) = rebase(inputs)?;
+    let (inputs, skip, prev_page_size) = rebase(inputs, counts)?;
     let base = *inputs[0].header();
     let page_size = u64::from(base.page_size);
     let mut cursors = open_cursors(inputs, skip)?;

@@ -731,3 +731,56 @@ fn page_size_change_starts_over_from_the_full_file() {
         ));
     }
 }
+
+/// A replica written before page-size changes were shipped whole: the file at the change
+/// holds a few pages; told the page counts, merge and apply start from a later full file.
+#[test]
+fn partial_page_size_change_heals_from_a_later_full_file() {
+    let page = |ps: u32, fill: u8| vec![fill; ps as usize];
+    let files = [
+        encode(
+            Header::new(4096, 2, 1, 1, 10),
+            &[(1, page(4096, 1)), (2, page(4096, 2))],
+        ),
+        encode(Header::new(8192, 2, 2, 2, 20), &[(2, page(8192, 3))]),
+        encode(
+            Header::new(8192, 2, 3, 3, 30),
+            &[(1, page(8192, 4)), (2, page(8192, 5))],
+        ),
+        encode(Header::new(8192, 2, 4, 4, 40), &[(2, page(8192, 6))]),
+    ];
+    let decoders = || {
+        files
+            .iter()
+            .map(|f| Decoder::new(&f[..]).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let counts = [0, 1, 2, 1];
+    let (merged, _) = merge_stamped_known(decoders(), Vec::new(), None, Some(&counts)).unwrap();
+    let (h, pages, _) = decode_all(&merged).unwrap();
+    assert_eq!((h.page_size, h.min_txid, h.max_txid), (8192, 1, 4));
+    assert_eq!(pages, vec![(1, page(8192, 4)), (2, page(8192, 6))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = std::fs::File::create(dir.path().join("db")).unwrap();
+    apply_to_database_known(decoders(), &mut out, Some(&counts)).unwrap();
+    // Up to the damaged file only: nothing holds every page at the new size.
+    let err = apply_to_database_known(
+        decoders().into_iter().take(2).collect(),
+        &mut out,
+        Some(&counts[..2]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LtxError::PageSizeChangeNotFull {
+                txid: 2,
+                from: 4096,
+                to: 8192,
+                pages: 1,
+                commit: 2
+            }
+        ),
+        "{err}"
+    );
+}

@@ -155,15 +155,17 @@ impl Version {
             let futs: Vec<_> = chunk.iter().map(|f| fetch_index(store, f)).collect();
             fetched.extend(futures_util::future::join_all(futs).await);
         }
+        // A page-size change in a file that does not hold every page (written before such
+        // changes were shipped whole): unusable until a later file holds every page.
+        let mut unhealed = None;
         for (f, result) in files.iter().zip(fetched) {
             let (header, index) = result?;
+            let full = ltx::holds_every_page(&header, index.entries.len());
             if self.page_size != 0 && header.page_size != self.page_size {
                 // A page-size change: this file holds every page at the new size and
                 // supersedes everything before it.
-                let full =
-                    header.commit - u32::from(ltx::lock_pgno(header.page_size) <= header.commit);
-                if index.entries.len() != full as usize {
-                    return Err(RestoreError::Ltx {
+                if !full {
+                    unhealed = Some(RestoreError::Ltx {
                         what: format!(
                             "LTX file {} (level {})",
                             ltx::file_name(f.min_txid, f.max_txid),
@@ -178,6 +180,10 @@ impl Version {
                         },
                     });
                 }
+                self.pages.clear();
+            } else if full && unhealed.is_some() {
+                // A later full snapshot at the new size heals it.
+                unhealed = None;
                 self.pages.clear();
             }
             let file = self.files.len() as u32;
@@ -201,7 +207,10 @@ impl Version {
             self.page_size = header.page_size;
             self.commit = header.commit;
         }
-        Ok(())
+        match unhealed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub fn file_size(&self) -> u64 {
