@@ -227,6 +227,48 @@ pub fn plan(
     Ok(plan)
 }
 
+/// How many pages each of the local LTX files `paths` (with `headers`) holds, from their
+/// page indexes, for the `ltx::*_known` merges (0 for files not read); None when the page
+/// size never changes. Only files at or after the last page-size change are read.
+pub(crate) fn page_counts(
+    headers: &[ltx::Header],
+    paths: &[PathBuf],
+) -> Result<Option<Vec<u32>>, RestoreError> {
+    use std::os::unix::fs::FileExt;
+    let change = ltx::rebase_point(headers);
+    if change == 0 {
+        return Ok(None);
+    }
+    let mut counts = vec![0u32; headers.len()];
+    for i in change..headers.len() {
+        let io = |source| RestoreError::Io {
+            what: paths[i].display().to_string(),
+            source,
+        };
+        let ltx_err = |source| RestoreError::Ltx {
+            what: paths[i].display().to_string(),
+            source,
+        };
+        let f = fs::File::open(&paths[i]).map_err(io)?;
+        let size = f.metadata().map_err(io)?.len();
+        let read_from = |start: u64| -> Result<Vec<u8>, RestoreError> {
+            let mut buf = vec![0u8; (size - start) as usize];
+            f.read_exact_at(&mut buf, start).map_err(io)?;
+            Ok(buf)
+        };
+        let tail = read_from(size - ltx::ESTIMATED_PAGE_INDEX_SIZE.min(size))?;
+        let index = match ltx::PageIndex::locate(&tail, size).map_err(ltx_err)? {
+            ltx::IndexLocation::InTail => ltx::PageIndex::parse_tail(&tail, size),
+            ltx::IndexLocation::FetchFrom(start) => {
+                ltx::PageIndex::parse_tail(&read_from(start)?, size)
+            }
+        }
+        .map_err(ltx_err)?;
+        counts[i] = index.entries.len() as u32;
+    }
+    Ok(Some(counts))
+}
+
 /// Files downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 
@@ -390,28 +432,30 @@ pub async fn restore(
                     what: tmp2.display().to_string(),
                     source,
                 })?;
-                let summary =
-                    ltx::apply_to_database(decoders, &mut out).map_err(|source| match source {
-                        ltx::LtxError::Input { index, source } => {
-                            let f = &plan2[index];
-                            RestoreError::Ltx {
-                                what: format!(
-                                    "LTX file {} (level {})",
-                                    ltx::file_name(f.min_txid, f.max_txid),
-                                    f.level
-                                ),
-                                source: *source,
-                            }
-                        }
-                        source => RestoreError::Ltx {
+                let headers: Vec<ltx::Header> = decoders.iter().map(|d| *d.header()).collect();
+                let counts = page_counts(&headers, &paths2)?;
+                let summary = ltx::apply_to_database_known(decoders, &mut out, counts.as_deref())
+                    .map_err(|source| match source {
+                    ltx::LtxError::Input { index, source } => {
+                        let f = &plan2[index];
+                        RestoreError::Ltx {
                             what: format!(
-                                "applying {} LTX files from TXID 1 to {:#x}",
-                                plan2.len(),
-                                plan2.last().map_or(0, |f| f.max_txid)
+                                "LTX file {} (level {})",
+                                ltx::file_name(f.min_txid, f.max_txid),
+                                f.level
                             ),
-                            source,
-                        },
-                    })?;
+                            source: *source,
+                        }
+                    }
+                    source => RestoreError::Ltx {
+                        what: format!(
+                            "applying {} LTX files from TXID 1 to {:#x}",
+                            plan2.len(),
+                            plan2.last().map_or(0, |f| f.max_txid)
+                        ),
+                        source,
+                    },
+                })?;
                 out.sync_all().map_err(|source| RestoreError::Io {
                     what: tmp2.display().to_string(),
                     source,

@@ -48,6 +48,14 @@ pub enum LtxError {
     },
     #[error("LTX files have different page sizes ({0} and {1})")]
     PageSizeMismatch(u32, u32),
+    #[error("the page size changes from {from} to {to} at TXID {txid:#x}, but that LTX file holds {pages} pages, not every page of the {commit}-page database at the new size")]
+    PageSizeChangeNotFull {
+        txid: u64,
+        from: u32,
+        to: u32,
+        pages: u32,
+        commit: u32,
+    },
     #[error("nothing to merge")]
     NoInputs,
     /// An error reading the `index`-th input of a merge.

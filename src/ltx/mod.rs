@@ -18,7 +18,8 @@ pub use error::LtxError;
 pub use header::{Header, Trailer};
 pub use index::{IndexLocation, PageIndex, PageIndexEntry};
 pub use merge::{
-    apply_to_database, check_contiguous, merge, merge_stamped, ApplySummary, MergeSummary,
+    apply_to_database, apply_to_database_known, check_contiguous, holds_every_page, merge,
+    merge_stamped, merge_stamped_known, rebase_point, ApplySummary, MergeSummary,
 };
 
 /// File magic shared by LTX versions 2 and 3.

@@ -644,3 +644,143 @@ fn io_cursor_decoder_reads_exactly_one_file() {
     assert_eq!(cur.position() as usize, a.len());
     Decoder::new(&mut cur).unwrap().finish().unwrap();
 }
+
+/// `PRAGMA page_size=N; VACUUM` ships a file holding every page at the new size: merging and
+/// applying start over from it (what came before is superseded), in both directions; a file
+/// at a new page size that does not hold every page is a typed error, never a mixed database.
+#[test]
+fn page_size_change_starts_over_from_the_full_file() {
+    let page = |ps: u32, fill: u8| vec![fill; ps as usize];
+    for (old, new) in [(4096u32, 8192u32), (8192, 1024)] {
+        let files = [
+            encode(
+                Header::new(old, 3, 1, 1, 10),
+                &[(1, page(old, 1)), (2, page(old, 2)), (3, page(old, 3))],
+            ),
+            encode(Header::new(old, 3, 2, 2, 20), &[(2, page(old, 4))]),
+            encode(
+                Header::new(new, 2, 3, 3, 30),
+                &[(1, page(new, 5)), (2, page(new, 6))],
+            ),
+            encode(Header::new(new, 2, 4, 4, 40), &[(2, page(new, 7))]),
+        ];
+        let decoders = || {
+            files
+                .iter()
+                .map(|f| Decoder::new(&f[..]).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rebase_point(decoders().iter().map(|d| d.header())), 2);
+        // Compaction of the whole range: TXIDs 1-4, every page at the new size.
+        let (merged, _) = merge(decoders(), Vec::new()).unwrap();
+        let (h, pages, _) = decode_all(&merged).unwrap();
+        assert_eq!(
+            (h.page_size, h.min_txid, h.max_txid, h.commit),
+            (new, 1, 4, 2)
+        );
+        assert_eq!(pages, vec![(1, page(new, 5)), (2, page(new, 7))]);
+        // A compaction of 2-4 keeps its range too.
+        let (merged, _) = merge(decoders().split_off(1), Vec::new()).unwrap();
+        let (h, _, _) = decode_all(&merged).unwrap();
+        assert_eq!((h.page_size, h.min_txid, h.max_txid), (new, 2, 4));
+        // Applying: the database at the new size.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut out = std::fs::File::create(&path).unwrap();
+        let s = apply_to_database(decoders(), &mut out).unwrap();
+        assert_eq!((s.header.page_size, s.header.max_txid), (new, 4));
+        let mut want = page(new, 5);
+        want.extend(page(new, 7));
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        // Before the change: the old size, untouched by what follows.
+        let mut out = std::fs::File::create(&path).unwrap();
+        let s = apply_to_database(decoders().into_iter().take(2).collect(), &mut out).unwrap();
+        assert_eq!(s.header.page_size, old);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * u64::from(old));
+        // A file at the new size that lacks a page cannot stand for the database.
+        let partial = [
+            files[0].clone(),
+            files[1].clone(),
+            encode(Header::new(new, 2, 3, 3, 30), &[(2, page(new, 6))]),
+        ];
+        let d: Vec<_> = partial[1..]
+            .iter()
+            .map(|f| Decoder::new(&f[..]).unwrap())
+            .collect();
+        let err = merge(d, Vec::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LtxError::PageSizeChangeNotFull {
+                    txid: 3,
+                    pages: 1,
+                    commit: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let d: Vec<_> = partial
+            .iter()
+            .map(|f| Decoder::new(&f[..]).unwrap())
+            .collect();
+        let mut out = std::fs::File::create(&path).unwrap();
+        assert!(matches!(
+            apply_to_database(d, &mut out),
+            Err(LtxError::PageSizeChangeNotFull { .. })
+        ));
+    }
+}
+
+/// A replica written before page-size changes were shipped whole: the file at the change
+/// holds a few pages; told the page counts, merge and apply start from a later full file.
+#[test]
+fn partial_page_size_change_heals_from_a_later_full_file() {
+    let page = |ps: u32, fill: u8| vec![fill; ps as usize];
+    let files = [
+        encode(
+            Header::new(4096, 2, 1, 1, 10),
+            &[(1, page(4096, 1)), (2, page(4096, 2))],
+        ),
+        encode(Header::new(8192, 2, 2, 2, 20), &[(2, page(8192, 3))]),
+        encode(
+            Header::new(8192, 2, 3, 3, 30),
+            &[(1, page(8192, 4)), (2, page(8192, 5))],
+        ),
+        encode(Header::new(8192, 2, 4, 4, 40), &[(2, page(8192, 6))]),
+    ];
+    let decoders = || {
+        files
+            .iter()
+            .map(|f| Decoder::new(&f[..]).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let counts = [0, 1, 2, 1];
+    let (merged, _) = merge_stamped_known(decoders(), Vec::new(), None, Some(&counts)).unwrap();
+    let (h, pages, _) = decode_all(&merged).unwrap();
+    assert_eq!((h.page_size, h.min_txid, h.max_txid), (8192, 1, 4));
+    assert_eq!(pages, vec![(1, page(8192, 4)), (2, page(8192, 6))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = std::fs::File::create(dir.path().join("db")).unwrap();
+    apply_to_database_known(decoders(), &mut out, Some(&counts)).unwrap();
+    // Up to the damaged file only: nothing holds every page at the new size.
+    let err = apply_to_database_known(
+        decoders().into_iter().take(2).collect(),
+        &mut out,
+        Some(&counts[..2]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LtxError::PageSizeChangeNotFull {
+                txid: 2,
+                from: 4096,
+                to: 8192,
+                pages: 1,
+                commit: 2
+            }
+        ),
+        "{err}"
+    );
+}

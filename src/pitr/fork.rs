@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::ltx;
 use crate::restore::{self, RestoreError, Target};
 use crate::storage::{PutCondition, Store, SNAPSHOT_LEVEL};
+use crate::writer::lease::Lease;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ForkSummary {
@@ -36,20 +37,69 @@ pub enum ForkError {
     NotEmpty(String),
     #[error("the destination is the source ({0})")]
     SameReplica(String),
+    #[error("the destination {dest} is leased by another writer ({owner}, until {expires}): a fork needs a destination nobody replicates to; nothing was written")]
+    Leased {
+        dest: String,
+        owner: String,
+        expires: String,
+    },
+    #[error("the destination {0} does not honour conditional writes, so its lease cannot keep a writer out; nothing was written (LITESTREAM_LEASE=off forks without the lease, at your own risk)")]
+    NoConditionalWrites(String),
+    #[error("the destination's lease was lost during the fork (another writer took it); nothing was written")]
+    LeaseLost,
 }
 
-/// Forks `src` at `target` into the empty `dst`; `work` holds temporary downloads.
+/// Forks `src` at `target` into the empty `dst`; `work` holds temporary downloads. Holds
+/// the destination's lease throughout, as a writer would: a writer already open on `dst`
+/// keeps the fork out, and one that opens afterwards (or whose lapsed lease the fork took)
+/// lines up with the fork's snapshot and continues after its TXID.
 pub async fn fork(
     src: Arc<Store>,
     dst: Arc<Store>,
     target: Target,
     work: &Path,
 ) -> Result<ForkSummary, ForkError> {
-    let started = Instant::now();
     if src.describe() == dst.describe() {
         return Err(ForkError::SameReplica(src.describe()));
     }
-    if !restore::list_all(&dst, false).await?.is_empty() {
+    // As for writers, LITESTREAM_LEASE=off goes without it (only the emptiness check).
+    let lease_off = matches!(
+        std::env::var(crate::config::ENV_LEASE).as_deref(),
+        Ok("off" | "false" | "0")
+    );
+    if lease_off {
+        return fork_into(src, &dst, target, work, None).await;
+    }
+    let support = dst
+        .probe_conditional_writes()
+        .await
+        .map_err(RestoreError::from)?;
+    if !support.is_sufficient() {
+        return Err(ForkError::NoConditionalWrites(dst.describe()));
+    }
+    let mut lease = Lease::new(crate::config::DEFAULT_LEASE_TTL);
+    if !lease.ensure(&dst).await.map_err(RestoreError::from)? {
+        return Err(ForkError::Leased {
+            dest: dst.describe(),
+            owner: lease.status.owner.clone().unwrap_or_default(),
+            expires: lease.status.expires_at.clone().unwrap_or_default(),
+        });
+    }
+    let result = fork_into(src, &dst, target, work, Some(&mut lease)).await;
+    lease.release(&dst, support.conditional_delete).await;
+    result
+}
+
+/// The fork itself; `lease`, when given, is held on `dst` and renewed before writing.
+async fn fork_into(
+    src: Arc<Store>,
+    dst: &Arc<Store>,
+    target: Target,
+    work: &Path,
+    lease: Option<&mut Lease>,
+) -> Result<ForkSummary, ForkError> {
+    let started = Instant::now();
+    if !restore::list_all(dst, false).await?.is_empty() {
         return Err(ForkError::NotEmpty(dst.describe()));
     }
     let files = restore::list_all(&src, matches!(target, Target::Timestamp(_))).await?;
@@ -68,6 +118,12 @@ pub async fn fork(
         seconds: 0.0,
     };
     let snapshot_key = dst.ltx_key(SNAPSHOT_LEVEL, 1, last.max_txid);
+    // A long download may have outlived two thirds of the lease: renew it before writing.
+    if let Some(lease) = lease {
+        if !lease.ensure(dst).await.map_err(RestoreError::from)? {
+            return Err(ForkError::LeaseLost);
+        }
+    }
     let copied = chain.len() == 1
         && dst
             .copy_from(

@@ -24,6 +24,9 @@ pub struct RollbackPages {
     pub whole_database: bool,
     /// Bytes of page data and indexes read from the store.
     pub bytes_read: u64,
+    /// Page 1 of the replica's latest state, when asked for: its change counter tells a
+    /// rollback-journal database whether it has commits the replica does not.
+    pub latest_page1: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +56,15 @@ fn covering(files: &[LtxFileInfo], after: Txid, upto: Txid) -> Option<Vec<LtxFil
 }
 
 /// Plans a rollback of a database that is at `current_txid` (and in sync with `store`) with
-/// `current_commit` pages, to `target`.
+/// `current_commit` pages, to `target`; with `latest_page1`, also fetches page 1 of the
+/// replica's latest state. The pages are candidates: the caller compares them with the
+/// database's own and writes only those that differ.
 pub async fn plan(
     store: &Store,
     current_txid: Txid,
     current_commit: u32,
     target: Target,
+    latest_page1: bool,
 ) -> Result<RollbackPages, RollbackError> {
     let files = restore::list_all(store, matches!(target, Target::Timestamp(_))).await?;
     let remote = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
@@ -86,25 +92,48 @@ pub async fn plan(
         pages: Vec::new(),
         whole_database: false,
         bytes_read: 0,
+        latest_page1: None,
     };
-    if version.txid == current_txid {
-        return Ok(out);
-    }
     // Pages written after the target, plus pages the database lost by shrinking since.
     let mut wanted = BTreeSet::new();
-    match covering(&files, version.txid, current_txid) {
+    // Where page 1 was last written after the target.
+    let mut page1_after = None;
+    let after = if version.txid == current_txid {
+        Some(Vec::new())
+    } else {
+        covering(&files, version.txid, current_txid)
+    };
+    match &after {
         Some(after) => {
-            for f in &after {
-                let (_, index) = fetch_index(store, f).await?;
+            for f in after {
+                let (header, index) = fetch_index(store, f).await?;
                 out.bytes_read += index.entries.len() as u64 * 16;
                 wanted.extend(index.entries.iter().map(|e| e.pgno));
+                if let Some(e) = index.get(1) {
+                    page1_after = Some((f.clone(), *e, header.page_size));
+                }
             }
-            wanted.extend(current_commit.saturating_add(1)..=version.commit);
+            if !after.is_empty() {
+                wanted.extend(current_commit.saturating_add(1)..=version.commit);
+            }
         }
         None => {
             out.whole_database = true;
             wanted.extend(1..=version.commit);
         }
+    }
+    if latest_page1 {
+        let (page, bytes) = match (page1_after, &after) {
+            (Some((f, e, page_size)), _) => fetch_frame(store, &f, e, page_size).await?,
+            // Page 1 unchanged since the target.
+            (None, Some(_)) => page1_of(store, &version).await?,
+            (None, None) => page1_of(store, &Version::build(store, Target::Latest).await?).await?,
+        };
+        out.bytes_read += bytes;
+        out.latest_page1 = Some(page);
+    }
+    if version.txid == current_txid {
+        return Ok(out);
     }
     let lock = ltx::lock_pgno(version.page_size);
     wanted.retain(|&p| p <= version.commit && p != lock);
@@ -112,6 +141,45 @@ pub async fn plan(
     out.pages = pages;
     out.bytes_read += bytes;
     Ok(out)
+}
+
+/// Page 1 of `version`, and the bytes read for it.
+async fn page1_of(store: &Store, version: &Version) -> Result<(Vec<u8>, u64), RestoreError> {
+    let (pages, bytes) = fetch_pages(store, version, &BTreeSet::from([1])).await?;
+    let page = pages.into_iter().next().map(|(_, d)| d).unwrap_or_default();
+    Ok((page, bytes))
+}
+
+/// One page frame of `file`, decoded.
+async fn fetch_frame(
+    store: &Store,
+    file: &LtxFileInfo,
+    e: ltx::PageIndexEntry,
+    page_size: u32,
+) -> Result<(Vec<u8>, u64), RestoreError> {
+    let what = || {
+        format!(
+            "LTX file {} (level {})",
+            ltx::file_name(file.min_txid, file.max_txid),
+            file.level
+        )
+    };
+    let bytes = store.get_ltx(file, Some((e.offset, Some(e.size)))).await?;
+    let (p, data) =
+        ltx::decode_page_frame(&bytes, page_size).map_err(|source| RestoreError::Ltx {
+            what: what(),
+            source,
+        })?;
+    if p != e.pgno {
+        return Err(RestoreError::Ltx {
+            what: what(),
+            source: ltx::LtxError::BadIndex(format!(
+                "page index names page {} at offset {} but the frame holds page {p}",
+                e.pgno, e.offset
+            )),
+        });
+    }
+    Ok((data, bytes.len() as u64))
 }
 
 /// The content of `pgnos` in `version`: one ranged GET per run of adjacent frames of one

@@ -155,8 +155,37 @@ impl Version {
             let futs: Vec<_> = chunk.iter().map(|f| fetch_index(store, f)).collect();
             fetched.extend(futures_util::future::join_all(futs).await);
         }
+        // A page-size change in a file that does not hold every page (written before such
+        // changes were shipped whole): unusable until a later file holds every page.
+        let mut unhealed = None;
         for (f, result) in files.iter().zip(fetched) {
             let (header, index) = result?;
+            let full = ltx::holds_every_page(&header, index.entries.len());
+            if self.page_size != 0 && header.page_size != self.page_size {
+                // A page-size change: this file holds every page at the new size and
+                // supersedes everything before it.
+                if !full {
+                    unhealed = Some(RestoreError::Ltx {
+                        what: format!(
+                            "LTX file {} (level {})",
+                            ltx::file_name(f.min_txid, f.max_txid),
+                            f.level
+                        ),
+                        source: ltx::LtxError::PageSizeChangeNotFull {
+                            txid: header.min_txid,
+                            from: self.page_size,
+                            to: header.page_size,
+                            pages: index.entries.len() as u32,
+                            commit: header.commit,
+                        },
+                    });
+                }
+                self.pages.clear();
+            } else if full && unhealed.is_some() {
+                // A later full snapshot at the new size heals it.
+                unhealed = None;
+                self.pages.clear();
+            }
             let file = self.files.len() as u32;
             self.files.push(Arc::new(f.clone()));
             for e in index.entries {
@@ -178,7 +207,10 @@ impl Version {
             self.page_size = header.page_size;
             self.commit = header.commit;
         }
-        Ok(())
+        match unhealed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub fn file_size(&self) -> u64 {

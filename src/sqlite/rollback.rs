@@ -187,7 +187,16 @@ fn write_wal(
         .ok_or("the WAL is not open through vfs=litestream")?;
     let shm = map_shm(main)?;
     let header = read_index_header(shm)?;
-    let pages = plan(r, from, header.db_pages, header.page_size, target)?;
+    check_wal_captured(r, &header)?;
+    // An empty WAL (just opened, or truncated) says nothing of the database: its file does.
+    let (page_size, commit) = if header.max_frame == 0 {
+        file_geometry(main)?
+    } else {
+        (header.page_size, header.db_pages)
+    };
+    let live = LiveDb::wal(main, wal_file, &header, page_size, commit)?;
+    let mut pages = plan(r, from, commit, page_size, target, false)?;
+    keep_differing(&mut pages, &live, true)?;
     if pages.pages.is_empty() {
         return Ok(Written {
             from,
@@ -215,16 +224,211 @@ fn plan(
     commit: u32,
     page_size: u32,
     target: Target,
+    latest_page1: bool,
 ) -> Result<RollbackPages, String> {
-    let pages = crate::runtime::block_on(rollback::plan(&r.store(), from, commit, target))
-        .map_err(|e| format!("{e}; nothing was changed"))?;
-    if !pages.pages.is_empty() && pages.page_size != page_size {
+    let pages = crate::runtime::block_on(rollback::plan(
+        &r.store(),
+        from,
+        commit,
+        target,
+        latest_page1,
+    ))
+    .map_err(|e| format!("{e}; nothing was changed"))?;
+    if pages.page_size != page_size {
         return Err(format!(
-            "the replica's page size at the target is {}, the database's is {page_size}; nothing was changed",
+            "the target (TXID {}) has page size {} and the database {page_size} (the page size was changed in between): a rollback cannot change the page size; restore the target into a new file instead; nothing was changed",
+            crate::ltx::format_txid(pages.target_txid),
             pages.page_size
         ));
     }
     Ok(pages)
+}
+
+/// The page size and size in pages of the database file itself (read through SQLite's own
+/// handle: opening another descriptor would drop this process's POSIX locks).
+fn file_geometry(main: SqliteFile) -> Result<(u32, u32), String> {
+    let mut head = [0u8; 100];
+    main.read(&mut head, 0, "reading the database header")?;
+    let page_size =
+        crate::ltx::page_size_from_field(u32::from(u16::from_be_bytes([head[16], head[17]])));
+    if !crate::ltx::is_valid_page_size(page_size) {
+        return Err(format!(
+            "the database header gives page size {page_size}; nothing was changed"
+        ));
+    }
+    let size = main.size("sizing the database")?;
+    Ok((page_size, (size as u64 / u64::from(page_size)) as u32))
+}
+
+/// WAL mode: the wal-index must end where this process's capture does, else another
+/// connection (another process, or one without `vfs=litestream`) committed frames the
+/// replica may not have, and a rollback planned from the replica would write a mix.
+fn check_wal_captured(r: &Replicator, h: &WalIndexHeader) -> Result<(), String> {
+    let mut seen = None;
+    r.with_capture("rollback", |c| {
+        seen = c.wal_committed();
+        Ok(())
+    });
+    let frame_size = wal::FRAME_HEADER_SIZE + u64::from(h.page_size);
+    let index_end = wal::WAL_HEADER_SIZE + u64::from(h.max_frame) * frame_size;
+    let captured = match seen {
+        // An empty WAL: capture must not hold frames of a generation that is gone.
+        _ if h.max_frame == 0 => seen.is_none_or(|(_, _, end)| end <= wal::WAL_HEADER_SIZE),
+        Some((salt1, salt2, end)) => {
+            let mut salts = [0u8; 8];
+            salts[..4].copy_from_slice(&salt1.to_be_bytes());
+            salts[4..].copy_from_slice(&salt2.to_be_bytes());
+            salts == h.salt_bytes && end == index_end
+        }
+        None => false,
+    };
+    if captured {
+        return Ok(());
+    }
+    Err(format!(
+        "the database has commits this process did not capture (another process, or a connection without vfs=litestream, committed {}), so the replica may not have them and a rollback planned from it would leave a mix; nothing was changed. Retry once the replica has them",
+        if h.max_frame == 0 { "and checkpointed" } else { "to the WAL" }
+    ))
+}
+
+/// The database as SQLite sees it now, under the write lock: each page's committed bytes
+/// (the newest WAL frame up to the wal-index's last, else the database file).
+struct LiveDb {
+    main: SqliteFile,
+    /// The WAL file and, for each page in it, the offset of its newest frame's data.
+    wal: Option<(SqliteFile, std::collections::HashMap<u32, u64>)>,
+    page_size: u32,
+    /// Size in pages.
+    commit: u32,
+}
+
+impl LiveDb {
+    fn file(main: SqliteFile, page_size: u32, commit: u32) -> Self {
+        Self {
+            main,
+            wal: None,
+            page_size,
+            commit,
+        }
+    }
+
+    /// Frames 1..=max_frame of the live generation, as the wal-index counts them.
+    fn wal(
+        main: SqliteFile,
+        wal_file: SqliteFile,
+        h: &WalIndexHeader,
+        page_size: u32,
+        commit: u32,
+    ) -> Result<Self, String> {
+        let frame_size = wal::FRAME_HEADER_SIZE + u64::from(page_size);
+        let mut frames = std::collections::HashMap::new();
+        let mut head = [0u8; wal::FRAME_HEADER_SIZE as usize];
+        for i in 0..u64::from(h.max_frame) {
+            let at = wal::WAL_HEADER_SIZE + i * frame_size;
+            wal_file.read(&mut head, at, "reading the WAL")?;
+            let pgno = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+            frames.insert(pgno, at + wal::FRAME_HEADER_SIZE);
+        }
+        Ok(Self {
+            main,
+            wal: Some((wal_file, frames)),
+            page_size,
+            commit,
+        })
+    }
+
+    /// Page `pgno` (at most `commit`) as committed now.
+    fn read(&self, pgno: u32, buf: &mut [u8]) -> Result<(), String> {
+        if let Some(at) = self
+            .wal
+            .as_ref()
+            .and_then(|(f, m)| Some((f, *m.get(&pgno)?)))
+        {
+            return at.0.read(buf, at.1, "reading the WAL");
+        }
+        let at = (u64::from(pgno) - 1) * u64::from(self.page_size);
+        self.main.read(buf, at, "reading the database")
+    }
+}
+
+/// Drops the planned pages the database already holds as they are at the target, so the
+/// rollback writes exactly what differs (nothing when the database equals the target).
+/// Page 1 is compared as it would be written (journal-mode bytes, and in rollback-journal
+/// modes the change counter and size fields, which the write sets).
+fn keep_differing(pages: &mut RollbackPages, live: &LiveDb, wal_mode: bool) -> Result<(), String> {
+    let ps = live.page_size as usize;
+    let mut current = vec![0u8; ps];
+    let mut page1 = None;
+    let mut kept = Vec::with_capacity(pages.pages.len());
+    for (pgno, mut data) in std::mem::take(&mut pages.pages) {
+        if data.len() != ps {
+            return Err(format!(
+                "page {pgno} of the target is {} bytes, the database's pages {ps}; nothing was changed",
+                data.len()
+            ));
+        }
+        if pgno > live.commit {
+            kept.push((pgno, data));
+            continue;
+        }
+        live.read(pgno, &mut current)?;
+        let same = if pgno == 1 {
+            if wal_mode {
+                data[18] = 2;
+                data[19] = 2;
+                data == current
+            } else {
+                let mut as_written = data.clone();
+                as_written[18] = 1;
+                as_written[19] = 1;
+                as_written[24..28].copy_from_slice(&current[24..28]);
+                as_written[28..32].copy_from_slice(&pages.commit.to_be_bytes());
+                as_written[92..96].copy_from_slice(&current[92..96]);
+                as_written == current
+            }
+        } else {
+            data == current
+        };
+        if pgno == 1 {
+            page1 = Some(current.clone());
+        }
+        if !same || (pgno == 1 && pages.commit != live.commit) {
+            kept.push((pgno, data));
+        }
+    }
+    // A size change needs a transaction even when no page differs: page 1 carries it.
+    if kept.is_empty() && pages.commit != live.commit && wal_mode {
+        let mut p1 = match page1 {
+            Some(p) => p,
+            None => {
+                live.read(1, &mut current)?;
+                current
+            }
+        };
+        p1[28..32].copy_from_slice(&pages.commit.to_be_bytes());
+        kept.push((1, p1));
+    }
+    pages.pages = kept;
+    Ok(())
+}
+
+/// Rollback-journal modes: every commit moves page 1's change counter on (and this
+/// process's capture ships page 1 with it), so a database whose counter differs from the
+/// replica's latest page 1 has commits the replica does not have.
+fn check_counter_captured(pages: &RollbackPages, head: &[u8; 100]) -> Result<(), String> {
+    let ours = u32::from_be_bytes(head[24..28].try_into().expect("4 bytes"));
+    let theirs = pages
+        .latest_page1
+        .as_ref()
+        .and_then(|p| p.get(24..28))
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+    if theirs == Some(ours) {
+        return Ok(());
+    }
+    Err(format!(
+        "the database has commits the replica does not have (its change counter is {ours}, the replica's latest state's {}: another process, or a connection without vfs=litestream, committed), so a rollback planned from the replica would leave a mix; nothing was changed. Retry once the replica has them",
+        theirs.map_or("unknown".to_string(), |t| t.to_string())
+    ))
 }
 
 /// Rollback-journal mode, under `BEGIN EXCLUSIVE`: the pages are written in place, after a
@@ -242,12 +446,12 @@ fn write_in_place(
     let read = |buf: &mut [u8], offset: u64| main.read(buf, offset, "reading the database");
     let mut head = [0u8; 100];
     read(&mut head, 0)?;
-    let page_size =
-        crate::ltx::page_size_from_field(u32::from(u16::from_be_bytes([head[16], head[17]])));
+    let (page_size, current) = file_geometry(main)?;
     let size = main.size("sizing the database")?;
-    let current = (size as u64 / u64::from(page_size.max(512))) as u32;
-    let mut pages = plan(r, from, current, page_size, target)?;
-    if pages.pages.is_empty() {
+    let mut pages = plan(r, from, current, page_size, target, true)?;
+    check_counter_captured(&pages, &head)?;
+    keep_differing(&mut pages, &LiveDb::file(main, page_size, current), false)?;
+    if pages.pages.is_empty() && pages.commit == current {
         return Ok(Written {
             from,
             pages,
@@ -370,12 +574,15 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
             "journal_mode={mode} keeps no journal on disk, so a crash could tear the rollback; litestream_rollback needs WAL, DELETE, TRUNCATE or PERSIST"
         ));
     }
-    if wal_mode
-        && db
-            .query_text("PRAGMA main.locking_mode")?
-            .is_some_and(|m| m.eq_ignore_ascii_case("exclusive"))
+    if db
+        .query_text("PRAGMA main.locking_mode")?
+        .is_some_and(|m| m.eq_ignore_ascii_case("exclusive"))
     {
-        return Err("locking_mode=EXCLUSIVE keeps the WAL index private; litestream_rollback needs locking_mode=NORMAL".into());
+        return Err(if wal_mode {
+            "locking_mode=EXCLUSIVE keeps the WAL index private; litestream_rollback needs locking_mode=NORMAL; nothing was changed".into()
+        } else {
+            "locking_mode=EXCLUSIVE: SQLite keeps its page cache across transactions without checking the file, so pages a rollback writes beneath it would be undone by the next write; litestream_rollback needs locking_mode=NORMAL; nothing was changed".into()
+        });
     }
     // Catch up first, without the write lock, so the locked part is short.
     r.ready_to_write(SYNC_TIMEOUT)

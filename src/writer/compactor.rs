@@ -85,6 +85,29 @@ async fn run(r: Arc<Replicator>) {
     };
     // After a (re)start, one pass catches up with whatever an earlier run left.
     let mut catch_up = true;
+    // A replica written before page-size changes were shipped whole has a partial file at
+    // the change; one full snapshot (asked for once per run) heals it.
+    let mut resync_asked = false;
+    let mut heal = |r: &Replicator, e: &RestoreError| {
+        let unhealed = matches!(
+            e,
+            RestoreError::Ltx {
+                source: ltx::LtxError::PageSizeChangeNotFull { .. },
+                ..
+            }
+        );
+        if unhealed && !std::mem::replace(&mut resync_asked, true) {
+            log::warn!(
+                "{}: the replica has a page-size change without a full snapshot ({e}); shipping a full snapshot to heal it",
+                r.db_path.display()
+            );
+            r.with_capture("page-size heal", |c| {
+                c.needs_full = true;
+                Ok(())
+            });
+            r.notify();
+        }
+    };
     loop {
         // Wake only for schedules that have work; with none, sleep until the next upload
         // (an idle database costs no timer, no CPU, no request).
@@ -174,6 +197,7 @@ async fn run(r: Arc<Replicator>) {
                 Ok(None) => {}
                 Err(e) => {
                     log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
+                    heal(&r, &e);
                     catch_up = true; // try again at the next boundary
                 }
             }
@@ -187,7 +211,10 @@ async fn run(r: Arc<Replicator>) {
                         seen.retention_until_ms.max(now + 2 * retention_every);
                 }
                 Ok(None) => {}
-                Err(e) => log::warn!("{}: snapshot: {e}", r.db_path.display()),
+                Err(e) => {
+                    log::warn!("{}: snapshot: {e}", r.db_path.display());
+                    heal(&r, &e);
+                }
             }
         }
         if retention_now {
@@ -251,22 +278,29 @@ pub(crate) async fn fetch_and_merge(
                 }
             })?);
         }
+        let headers: Vec<ltx::Header> = decoders.iter().map(|d| *d.header()).collect();
+        let counts = restore::page_counts(&headers, &paths)?;
         let out = std::fs::File::create(&out_path).map_err(io(&out_path))?;
-        let (out, summary) = ltx::merge_stamped(decoders, std::io::BufWriter::new(out), timestamp)
-            .map_err(|source| match source {
-                ltx::LtxError::Input { index, source } => RestoreError::Ltx {
-                    what: format!(
-                        "LTX file {} (level {})",
-                        ltx::file_name(files[index].min_txid, files[index].max_txid),
-                        files[index].level
-                    ),
-                    source: *source,
-                },
-                source => RestoreError::Ltx {
-                    what: "compaction".into(),
-                    source,
-                },
-            })?;
+        let (out, summary) = ltx::merge_stamped_known(
+            decoders,
+            std::io::BufWriter::new(out),
+            timestamp,
+            counts.as_deref(),
+        )
+        .map_err(|source| match source {
+            ltx::LtxError::Input { index, source } => RestoreError::Ltx {
+                what: format!(
+                    "LTX file {} (level {})",
+                    ltx::file_name(files[index].min_txid, files[index].max_txid),
+                    files[index].level
+                ),
+                source: *source,
+            },
+            source => RestoreError::Ltx {
+                what: "compaction".into(),
+                source,
+            },
+        })?;
         out.into_inner()
             .map_err(|e| io(&out_path)(e.into_error()))?
             .sync_all()

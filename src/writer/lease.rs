@@ -45,6 +45,9 @@ pub struct Lease {
     /// When our lease expires (by our clock).
     expires_ms: i64,
     pub status: LeaseStatus,
+    /// Set when the lease is taken (not renewed): whoever held it in between (another
+    /// writer, a fork) may have changed the replica, so its position must be read again.
+    pub acquired: bool,
 }
 
 fn hostname() -> String {
@@ -64,6 +67,7 @@ impl Lease {
                 state: "waiting".into(),
                 ..LeaseStatus::default()
             },
+            acquired: false,
         }
     }
 
@@ -218,6 +222,7 @@ impl Lease {
                     store.describe()
                 );
                 self.set_held(etag, generation, expires);
+                self.acquired = true;
                 Ok(true)
             }
             Err(e) if e.is_precondition_failed() || e.is_not_found() => {

@@ -64,6 +64,10 @@ pub(super) async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
         return Ok(false); // released (or about to be) by the closing connection
     }
     let result = lease.ensure(&r.store).await;
+    if std::mem::take(&mut lease.acquired) {
+        // PITR (fork): taken anew, so the replica may have moved while others held it.
+        r.capture.lock().remote_known = false;
+    }
     r.lease_held.store(lease.is_held(), Ordering::SeqCst);
     r.stats.lock().lease = lease.status.clone();
     result

@@ -608,6 +608,19 @@ impl Capture {
             return Ok(());
         }
         if let Some(size) = self.read_db_page_size() {
+            if self.page_size != 0 && size != self.page_size {
+                // PITR: the page size changed (`PRAGMA page_size=N; VACUUM`). What is pending
+                // is at the old size: drop it; the next LTX holds every page at the new size.
+                // (A follower hands nothing over: the owner sees a change counter with no
+                // hand-off and takes a full snapshot too.)
+                self.dirty.clear();
+                self.pending = None;
+                self.needs_full = true;
+                self.commits_captured += 1;
+                self.page_size = size;
+                self.last_counter = self.db_header()?.map(|h| h.counter);
+                return Ok(());
+            }
             self.page_size = size;
         }
         let ps = u64::from(self.page_size);
@@ -1013,5 +1026,14 @@ impl Capture {
 
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// PITR (rollback): the live WAL generation's salts and the end of the last committed
+    /// frame captured; None without one. A wal-index ending elsewhere holds commits this
+    /// process did not capture.
+    pub fn wal_committed(&self) -> Option<(u32, u32, u64)> {
+        self.wal
+            .as_ref()
+            .map(|c| (c.header.salt1, c.header.salt2, c.committed_end))
     }
 }
