@@ -403,6 +403,11 @@ impl Capture {
                 ));
                 self.last_counter = Some(upto);
             } else {
+                log::debug!(
+                    "{}: change counter {last} -> {upto} with {} of {steps} hand-offs: looking again under a read lock",
+                    self.db_path.display(),
+                    found.len()
+                );
                 self.foreign_unresolved = true;
             }
             return Ok(true);

@@ -393,7 +393,10 @@ impl Capture {
     }
 
     pub fn has_work(&self) -> bool {
-        self.pending.is_some() || self.needs_full || !self.queue.is_empty()
+        self.pending.is_some()
+            || self.needs_full
+            || self.foreign_unresolved
+            || !self.queue.is_empty()
     }
 
     pub fn pending_since_ms(&self) -> Option<i64> {
