@@ -33,6 +33,11 @@ pub struct Status {
     pub pending_bytes: u64,
     pub lag_ms: i64,
     pub needs_snapshot: bool,
+    /// Another process committed and its hand-offs are not all there yet: being resolved
+    /// under a read lock (with a full snapshot if they never come).
+    pub foreign_unresolved: bool,
+    /// The replica's position is known (TXIDs are assigned only then).
+    pub remote_known: bool,
     pub last_error: Option<String>,
     pub uploads: u64,
     pub uploaded_bytes: u64,
@@ -456,6 +461,8 @@ impl Replicator {
                 .pending_since_ms()
                 .map_or(0, |t| (crate::timefmt::now_millis() - t).max(0)),
             needs_snapshot: c.needs_full,
+            foreign_unresolved: c.foreign_unresolved(),
+            remote_known: c.remote_known,
             last_error: stats.last_error.clone(),
             uploads: stats.uploads,
             uploaded_bytes: stats.uploaded_bytes,

@@ -98,6 +98,10 @@ impl Capture {
         Ok(())
     }
 
+    pub fn foreign_unresolved(&self) -> bool {
+        self.foreign_unresolved
+    }
+
     /// Whether this owner must look for other processes' commits under a read lock before it
     /// ships (a change counter moved and its hand-offs were not there yet).
     pub fn needs_consistent_read(&self) -> bool {
@@ -445,13 +449,28 @@ impl Capture {
                 Some(last) if last != h.counter => {
                     self.take_counter_handoffs(last, h.counter, locked)?
                 }
-                Some(_) => false,
+                Some(_) => {
+                    // An unlocked look may have seen our own commit half-way (page 1
+                    // written before its commit point): under the lock it is ours.
+                    if locked {
+                        self.foreign_unresolved = false;
+                    }
+                    false
+                }
                 None => {
                     self.last_counter = Some(h.counter);
                     false
                 }
             },
-            _ => self.catch_up_wal()?,
+            _ => {
+                // Now in WAL mode: a change counter left unresolved from before the switch
+                // can no longer be matched with hand-offs.
+                if locked && self.foreign_unresolved {
+                    self.foreign_unresolved = false;
+                    self.resync("another process committed before the switch to WAL mode without handing its pages over");
+                }
+                self.catch_up_wal()?
+            }
         };
         self.publish_pin();
         Ok(changed)

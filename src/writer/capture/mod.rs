@@ -645,6 +645,9 @@ impl Capture {
             }
         }
         self.last_counter = counter.or(self.last_counter);
+        // We hold the lock: a counter seen moving before is accounted for now (it was this
+        // commit, seen half-way, or handed over above).
+        self.foreign_unresolved = false;
         let dirty = std::mem::take(&mut self.dirty);
         let mut pages = Vec::with_capacity(dirty.len());
         let lock = ltx::lock_pgno(self.page_size);
