@@ -6,8 +6,6 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use bytes::Bytes;
-
 use super::{Capture, PageSource, WalCursor};
 use crate::writer::handoff::{Handoff, PublishedPin, ShippedMark, WalHandoffName};
 use crate::writer::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
@@ -246,12 +244,7 @@ impl Capture {
         if scan.end <= cur.committed_end {
             return Ok(false);
         }
-        let pages = scan
-            .pages
-            .iter()
-            .map(|(&p, &at)| (p, PageSource::Wal(at)))
-            .collect();
-        self.add_pending(pages, scan.commit.unwrap_or(0));
+        self.add_pending_from_scan(&scan);
         if let Some(c) = self.wal.as_mut() {
             c.committed_end = scan.end;
             c.next = scan.end;
@@ -342,12 +335,7 @@ impl Capture {
         self.line_up_cursor(h, scan.end);
         self.page_size = h.page_size;
         if scan.end > WAL_HEADER_SIZE {
-            let pages = scan
-                .pages
-                .iter()
-                .map(|(&p, &at)| (p, PageSource::Wal(at)))
-                .collect();
-            self.add_pending(pages, scan.commit.unwrap_or(0));
+            self.add_pending_from_scan(&scan);
             return Ok(true);
         }
         Ok(false)
@@ -365,15 +353,7 @@ impl Capture {
         if !covered || (self.page_size != 0 && h.page_size != self.page_size) {
             return false;
         }
-        self.page_size = h.page_size;
-        if !h.pages.is_empty() {
-            let pages = h
-                .pages
-                .into_iter()
-                .map(|(p, b)| (p, PageSource::Data(Bytes::from(b))))
-                .collect();
-            self.add_pending(pages, h.commit);
-        }
+        self.add_pending_from_handoff(h);
         true
     }
 
@@ -421,13 +401,7 @@ impl Capture {
                 self.resync("another process changed the page size");
                 break;
             }
-            self.page_size = h.page_size;
-            let pages = h
-                .pages
-                .into_iter()
-                .map(|(p, b)| (p, PageSource::Data(Bytes::from(b))))
-                .collect();
-            self.add_pending(pages, h.commit);
+            self.add_pending_from_handoff(h);
         }
         for i in 1..=steps {
             self.handoffs.remove_cc(last.wrapping_add(i));

@@ -326,12 +326,7 @@ impl Capture {
         };
         self.page_size = header.page_size;
         if resume.is_some() && !scan.pages.is_empty() {
-            let pages = scan
-                .pages
-                .iter()
-                .map(|(&p, &at)| (p, PageSource::Wal(at)))
-                .collect();
-            self.add_pending(pages, scan.commit.unwrap_or(0));
+            self.add_pending_from_scan(&scan);
         }
         self.wal = Some(WalCursor {
             header,
@@ -390,6 +385,30 @@ impl Capture {
             .extend(pages.into_iter().filter(|&(p, _)| p <= commit));
         pending.commit = commit;
         self.commits_captured += 1;
+    }
+
+    /// The committed frames a WAL scan found become pending (by offset into the WAL).
+    fn add_pending_from_scan(&mut self, scan: &wal::WalScan) {
+        let pages = scan
+            .pages
+            .iter()
+            .map(|(&p, &at)| (p, PageSource::Wal(at)))
+            .collect();
+        self.add_pending(pages, scan.commit.unwrap_or(0));
+    }
+
+    /// A hand-off's pages become pending (copies: the frames they came from are gone).
+    fn add_pending_from_handoff(&mut self, h: super::handoff::Handoff) {
+        self.page_size = h.page_size;
+        if h.pages.is_empty() {
+            return;
+        }
+        let pages = h
+            .pages
+            .into_iter()
+            .map(|(p, b)| (p, PageSource::Data(Bytes::from(b))))
+            .collect();
+        self.add_pending(pages, h.commit);
     }
 
     pub fn has_work(&self) -> bool {
