@@ -6,11 +6,13 @@
 #   make lint   cargo fmt --check and clippy -D warnings
 #   make bench  plain SQLite vs ours vs Litestream 0.5.17 on Ceph RGW -> bench/results.md (BENCH_SCALE=0.05 for a quick run)
 #   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
+#   make sqlite-suite  SQLite 3.40.1's own TCL tests on the default VFS and on ours, compared
+#               (SQLITE_SUITE_FILES=quick for the ~15-file subset; see scripts/sqlite-suite.sh)
 
 CARGO ?= cargo
 LIB := target/release/liblitestream.so
 
-.PHONY: all build demo test soak bench lint fuzz clean
+.PHONY: all build demo test soak bench lint fuzz sqlite-suite clean
 
 all: build
 
@@ -35,6 +37,9 @@ lint:
 
 fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run ltx_decoder -- -max_total_time=60
+
+sqlite-suite: build
+	scripts/sqlite-suite.sh
 
 clean:
 	$(CARGO) clean
