@@ -354,8 +354,28 @@ unsafe extern "C" fn io_shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
-    inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+    guard(ffi::SQLITE_IOERR_SHMLOCK, || {
+        let rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+        // Releasing the WAL write lock (lock 0) ends a write transaction: frames of ours
+        // after the last commit frame were rolled back, and another process may overwrite
+        // them next.
+        // SAFETY: `f` is ours.
+        if let Role::Main(r) = unsafe { &handle(f).role } {
+            if offset == WAL_WRITE_LOCK
+                && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
+            {
+                r.with_capture("WAL write lock released", |c| {
+                    c.wal_write_ended();
+                    Ok(())
+                });
+            }
+        }
+        rc
+    })
 }
+
+/// SQLite's WAL write lock: the first of the wal-index's lock bytes.
+const WAL_WRITE_LOCK: c_int = 0;
 
 unsafe extern "C" fn io_shm_barrier(f: *mut ffi::sqlite3_file) {
     inner_call!(f, xShmBarrier, ())

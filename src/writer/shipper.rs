@@ -157,9 +157,11 @@ async fn poll_foreign(r: &Arc<Replicator>) -> bool {
 /// full snapshot, or other processes' commits to resolve). None: nothing to ship now.
 fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued>> {
     let now = crate::timefmt::now_millis();
+    // With our own write lock held (exclusive locking mode) the database is still already: no
+    // private connection (it would create a -shm SQLite does not use in that mode).
     let wants_read = {
         let c = r.capture.lock();
-        c.queue.is_empty() && c.needs_consistent_read()
+        c.queue.is_empty() && c.needs_consistent_read() && !c.holds_database_still()
     };
     if wants_read {
         let sealed = r.with_database_still(|c| {

@@ -584,6 +584,17 @@ impl Capture {
         Ok(committed)
     }
 
+    /// This process released the WAL write lock: its write transaction is over, and frames
+    /// parsed after the last commit frame belong to one that rolled back (another process
+    /// may overwrite them from the committed end on).
+    pub fn wal_write_ended(&mut self) {
+        if let Some(cur) = self.wal.as_mut() {
+            cur.txn.clear();
+            cur.next = cur.committed_end;
+            cur.written_header = None;
+        }
+    }
+
     /// Before the WAL is truncated or deleted.
     pub fn before_wal_reset(&mut self) -> io::Result<()> {
         if !self.is_owner() {
@@ -876,11 +887,25 @@ impl Capture {
             }
             Err(e) => return Err(e),
         };
+        let (prev_txid, prev_commit) = (self.last_txid, self.last_commit);
         self.last_txid = txid;
         self.last_commit = commit;
+        let after = match self.position() {
+            Ok(after) => after,
+            Err(e) => {
+                // The WAL changed under us (another process): this TXID is not given out,
+                // so the chain has no gap; what was sealed is redone from a fresh look.
+                self.last_txid = prev_txid;
+                self.last_commit = prev_commit;
+                if let Location::Spool(..) = location {
+                    self.meta.unspool(txid);
+                }
+                self.resync(&format!("cannot record the WAL position: {e}"));
+                return Err(e);
+            }
+        };
         self.needs_full = false;
         self.full_snapshots += u64::from(full);
-        let after = self.position()?;
         self.queue.push_back(Queued {
             header,
             location,
