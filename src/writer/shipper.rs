@@ -157,11 +157,9 @@ async fn poll_foreign(r: &Arc<Replicator>) -> bool {
 /// full snapshot, or other processes' commits to resolve). None: nothing to ship now.
 fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued>> {
     let now = crate::timefmt::now_millis();
-    // With our own write lock held (exclusive locking mode) the database is still already: no
-    // private connection (it would create a -shm SQLite does not use in that mode).
     let wants_read = {
         let c = r.capture.lock();
-        c.queue.is_empty() && c.needs_consistent_read() && !c.holds_database_still()
+        c.queue.is_empty() && c.needs_consistent_read()
     };
     if wants_read {
         let sealed = r.with_database_still(|c| {
@@ -173,8 +171,8 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued
         });
         match sealed {
             Ok(result) => return result,
-            // Not now (a writer holds the database, no file yet): our own write lock may
-            // hold it still instead (exclusive locking mode), else the next pass tries again.
+            // Not now (a writer holds the database, no file yet): the next pass tries again,
+            // or our own next write takes the snapshot in place (exclusive locking mode).
             Err(e) => log::debug!("{}: no consistent read yet: {e}", r.db_path.display()),
         }
     }

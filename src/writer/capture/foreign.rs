@@ -71,12 +71,6 @@ impl Capture {
         self.pending = None;
     }
 
-    /// This process holds the database's write lock between transactions (exclusive locking
-    /// mode): nobody else can change it, and no page of ours is half-written.
-    pub(crate) fn holds_database_still(&self) -> bool {
-        self.write_locks > 0 && self.dirty.is_empty()
-    }
-
     /// Before this process changes the database (`wal`: a WAL write, which holds the WAL
     /// write lock; else a rollback-journal page write, which holds the exclusive lock): a
     /// full snapshot that is due is taken now, in place, so the state before this change

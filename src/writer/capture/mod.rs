@@ -785,8 +785,8 @@ impl Capture {
     /// Assigns the next TXID to what is pending (or to a full snapshot) and queues the LTX.
     /// Only once the replica's position is known, unless `force` (the WAL is about to go).
     /// A full snapshot is built only from a consistent view: `consistent` says the caller
-    /// holds a read transaction on the database (nobody can commit or checkpoint under it);
-    /// else only while this process itself holds the write lock between transactions.
+    /// holds the database still (a read transaction of ours, or, from a VFS write callback,
+    /// this process's own write lock with none of its pages written yet).
     pub fn seal_next(&mut self, now_ms: i64, force: bool, consistent: bool) -> io::Result<bool> {
         if !self.is_owner()
             || (self.pending.is_none() && !self.needs_full)
@@ -802,7 +802,7 @@ impl Capture {
         }
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
-        if full && !(consistent || self.holds_database_still()) {
+        if full && !consistent {
             return Ok(false);
         }
         if full && !consistent && self.journal_active() {
