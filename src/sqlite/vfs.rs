@@ -58,7 +58,16 @@ struct FileHandle {
     role: Role,
     /// This main-database handle holds RESERVED or more: a rollback-journal write
     /// transaction may have half-written the file.
-    write_locked: bool,
+    write_lock: Option<WriteLock>,
+}
+
+/// How a main-database handle came to hold the write lock.
+#[derive(Clone, Copy, PartialEq)]
+enum WriteLock {
+    /// Through RESERVED: a write transaction.
+    Writing,
+    /// Straight from SHARED to EXCLUSIVE: SQLite rolling back a hot journal.
+    HotRollback,
 }
 
 const INNER_OFFSET: usize = std::mem::size_of::<FileHandle>().next_multiple_of(16);
@@ -90,18 +99,18 @@ unsafe extern "C" fn io_close(f: *mut ffi::sqlite3_file) -> c_int {
     guard(ffi::SQLITE_IOERR_CLOSE, || {
         let rc = inner_call!(f, xClose, ffi::SQLITE_OK);
         // SAFETY: `f` is ours; the role is dropped exactly once, here.
-        let (role, write_locked) = unsafe {
+        let (role, write_lock) = unsafe {
             let h = handle(f);
             (
                 std::ptr::replace(&mut h.role, Role::Plain),
-                std::mem::take(&mut h.write_locked),
+                h.write_lock.take(),
             )
         };
         match role {
             Role::Main(r) => {
-                if write_locked {
+                if let Some(lock) = write_lock {
                     r.with_capture("close", |c| {
-                        c.write_locks = c.write_locks.saturating_sub(1);
+                        c.write_lock_released(lock == WriteLock::HotRollback);
                         Ok(())
                     });
                 }
@@ -264,10 +273,16 @@ unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
             }
         }
         if let Role::Main(r) = &h.role {
-            if rc == ffi::SQLITE_OK && level >= ffi::SQLITE_LOCK_RESERVED && !h.write_locked {
-                h.write_locked = true;
+            if rc == ffi::SQLITE_OK && level >= ffi::SQLITE_LOCK_RESERVED && h.write_lock.is_none()
+            {
+                let lock = if level == ffi::SQLITE_LOCK_EXCLUSIVE {
+                    WriteLock::HotRollback
+                } else {
+                    WriteLock::Writing
+                };
+                h.write_lock = Some(lock);
                 r.with_capture("lock", |c| {
-                    c.write_locks += 1;
+                    c.write_lock_taken(lock == WriteLock::HotRollback);
                     Ok(())
                 });
             }
@@ -293,12 +308,13 @@ unsafe extern "C" fn io_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int
         }
         let rc = inner_call!(f, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level);
         if let Role::Main(r) = &h.role {
-            if level <= ffi::SQLITE_LOCK_SHARED && h.write_locked {
-                h.write_locked = false;
-                r.with_capture("unlock", |c| {
-                    c.write_locks = c.write_locks.saturating_sub(1);
-                    Ok(())
-                });
+            if level <= ffi::SQLITE_LOCK_SHARED {
+                if let Some(lock) = h.write_lock.take() {
+                    r.with_capture("unlock", |c| {
+                        c.write_lock_released(lock == WriteLock::HotRollback);
+                        Ok(())
+                    });
+                }
             }
         }
         rc
@@ -567,7 +583,7 @@ unsafe extern "C" fn writer_open(
                     },
                     inner,
                     role,
-                    write_locked: false,
+                    write_lock: None,
                 },
             );
             ffi::SQLITE_OK

@@ -79,10 +79,11 @@ impl Capture {
         let due = self.is_owner() && self.needs_full && !self.queue.iter().any(|q| q.full);
         // The database is still at its last commit: no page of ours is written yet (a
         // transaction's own WAL frames come after the last commit frame and are left out).
+        // A hot-journal rollback is not: the file is torn until it is done.
         let still = if wal {
             true
         } else {
-            self.wal_handles == 0 && self.dirty.is_empty()
+            self.wal_handles == 0 && self.dirty.is_empty() && self.hot_rollbacks == 0
         };
         if due && still {
             self.seal_next(crate::timefmt::now_millis(), true, true)?;

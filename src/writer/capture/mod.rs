@@ -117,7 +117,10 @@ pub struct Capture {
     /// Open WAL handles: while any is open, database writes are checkpoints, not commits.
     pub wal_handles: usize,
     /// Main-database handles holding RESERVED or more (a rollback-mode write in progress).
-    pub write_locks: usize,
+    write_locks: usize,
+    /// Handles rolling back a hot journal (SHARED straight to EXCLUSIVE, as SQLite does only
+    /// then): until it is done the file holds a dead writer's half-written pages.
+    hot_rollbacks: usize,
     dirty: BTreeSet<u32>,
     pending: Option<Pending>,
     pub queue: VecDeque<Queued>,
@@ -171,6 +174,7 @@ impl Capture {
             wal: None,
             wal_handles: 0,
             write_locks: 0,
+            hot_rollbacks: 0,
             dirty: BTreeSet::new(),
             pending: None,
             queue: VecDeque::new(),
@@ -195,6 +199,23 @@ impl Capture {
     /// The owner's pid, for a follower's status.
     pub fn owner_pid(&self) -> Option<u32> {
         self.handoffs.owner_pid()
+    }
+
+    /// A handle of ours took the write lock. `hot_rollback`: straight from SHARED to
+    /// EXCLUSIVE, which SQLite does only to roll back a hot journal.
+    pub fn write_lock_taken(&mut self, hot_rollback: bool) {
+        self.write_locks += 1;
+        if hot_rollback {
+            self.hot_rollbacks += 1;
+        }
+    }
+
+    /// A handle of ours dropped the write lock it took (`hot_rollback` as it was taken).
+    pub fn write_lock_released(&mut self, hot_rollback: bool) {
+        self.write_locks = self.write_locks.saturating_sub(1);
+        if hot_rollback {
+            self.hot_rollbacks = self.hot_rollbacks.saturating_sub(1);
+        }
     }
 
     /// Takes ownership when no other process holds it (at open; a follower retries, so one
