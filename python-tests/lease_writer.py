@@ -1,5 +1,5 @@
 """Child process for the lease tests: commits through the litestream VFS until told to stop,
-recording the hash of every state it commits. argv: EXT DB REPLICA_URL OUT SECONDS TTL NAME"""
+recording the hash of every state it commits (or is about to). argv: EXT DB REPLICA_URL OUT SECONDS TTL NAME"""
 import hashlib
 import sqlite3
 import sys
@@ -29,8 +29,12 @@ with open(out, "a") as f:
     n = 0
     while time.time() < deadline:
         n += 1
+        # Recorded before the commit: a SIGKILL between a commit (perhaps already shipped)
+        # and its record would leave a real state unrecorded.
+        con.execute("begin")
         con.execute("insert into w(writer, n, pad) values(?, ?, randomblob(200))", (name, n))
         f.write(state() + "\n")
         f.flush()
+        con.execute("commit")
         time.sleep(0.03)
 con.close()  # flushes and releases the lease
