@@ -134,15 +134,7 @@ def test_a_follower_takes_over_when_the_owner_exits(connect, ext_path, tmp_path)
     con.close()
 
 
-@pytest.mark.parametrize("journal_mode", [
-    "wal",
-    # Known bug, open in the issue note: in rollback-journal mode with writers in several
-    # processes some intermediate TXIDs restore malformed (the latest always equals the
-    # local file); reproduced about every other run, with or without hand-offs.
-    pytest.param("delete", marks=pytest.mark.xfail(
-        reason="known bug: intermediate TXIDs of a rollback-journal database written by "
-               "several processes may restore malformed (see the #12 note)", strict=False)),
-])
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_soak_several_writers_every_txid_restores(connect, ext_path, tmp_path, monkeypatch, journal_mode):
     """Two followers with the extension and one plain writer commit at random beside the
     owner; afterwards every TXID of the replica restores to a sound database, and the latest
@@ -171,4 +163,97 @@ def test_soak_several_writers_every_txid_restores(connect, ext_path, tmp_path, m
         restore(con, url, out, txid)
         dump(out)
         out.unlink()
+    con.close()
+
+
+SPILLED_ROLLBACK = """
+import sqlite3, sys, urllib.parse
+ext, db, url, mode = sys.argv[1:5]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0",
+                      uri=True, isolation_level=None, timeout=30)
+con.execute(f"pragma journal_mode={mode}")
+con.execute("pragma cache_size=5")  # the big transaction below spills pages into the file
+con.execute("insert into u values('theirs')")  # a commit of this follower: handed over
+con.execute("begin")
+con.execute("update t set v = randomblob(2000)")
+con.execute("rollback")  # puts the spilled pages back: no commit, nothing to hand over
+con.close()
+"""
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
+@pytest.mark.parametrize("who", ["owner", "follower"])
+def test_a_rolled_back_transaction_that_spilled_is_no_commit(connect, ext_path, tmp_path, journal_mode, who):
+    """A rollback puts spilled pages back without moving the change counter. The owner must
+    still take the hand-offs of others' commits before it (they are not its own commit), and
+    a follower must not hand it over under the counter of the commit before it."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("create table t(id integer primary key, v blob)")
+    con.execute("create table u(x)")
+    con.execute("insert into t(v) select randomblob(2000) from "
+                "(with recursive n(i) as (select 1 union all select i + 1 from n where i < 200) select i from n)")
+    sync(con)
+    if who == "follower":
+        r = subprocess.run([sys.executable, "-c", SPILLED_ROLLBACK, ext_path, str(db), url, journal_mode],
+                           capture_output=True, text=True, env=store.env(), timeout=120)
+        assert r.returncode == 0, r.stderr
+    else:
+        # Another process's commit, then at once a spilled rollback of the owner's.
+        r = subprocess.run([sys.executable, "-c",
+                            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); "
+                            "c.execute(\"insert into u values('theirs')\"); c.commit()", str(db)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        con.execute("pragma cache_size=5")
+        con.execute("begin")
+        con.execute("update t set v = randomblob(2000)")
+        con.execute("rollback")
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    con.close()
+
+
+EXCLUSIVE_FOLLOWER = """
+import sqlite3, sys, urllib.parse
+ext, db, url, mode = sys.argv[1:5]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0",
+                      uri=True, isolation_level=None, timeout=30)
+con.execute(f"pragma journal_mode={mode}")
+con.execute("pragma locking_mode=exclusive")
+for table in ("a", "b", "c"):  # three commits in one hold of the lock: one counter step
+    con.execute(f"insert into {table} values(randomblob(3000))")
+con.close()
+"""
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
+def test_a_follower_in_exclusive_locking_mode_hands_over_every_commit(connect, ext_path, tmp_path, journal_mode):
+    """SQLite moves the change counter once per hold of the lock, not once per commit: a
+    follower holding it over several commits hands all their pages over."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    for table in ("a", "b", "c"):
+        con.execute(f"create table {table}(v)")
+    sync(con)
+    r = subprocess.run([sys.executable, "-c", EXCLUSIVE_FOLLOWER, ext_path, str(db), url, journal_mode],
+                       capture_output=True, text=True, env=store.env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    assert status_of(con, db)["full_snapshots"] == 1, "handed over, not resynced"
     con.close()

@@ -21,9 +21,10 @@ impl log::Log for Logger {
             return;
         }
         let line = format!(
-            "{} {:5} litestream: {}\n",
+            "{} {:5} litestream[{}]: {}\n",
             crate::timefmt::rfc3339_millis(crate::timefmt::now_millis()),
             record.level(),
+            std::process::id(),
             record.args()
         );
         // A log line must never fail the caller.

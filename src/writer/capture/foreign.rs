@@ -76,6 +76,9 @@ impl Capture {
     /// full snapshot that is due is taken now, in place, so the state before this change
     /// (written by someone else, or before a gap) gets a TXID of its own.
     pub fn before_own_write(&mut self, wal: bool) -> io::Result<()> {
+        if !wal && self.dirty.is_empty() && self.wal_handles == 0 && self.hot_rollbacks == 0 {
+            self.counter_before_write = self.db_header()?.map(|h| h.counter);
+        }
         let due = self.is_owner() && self.needs_full && !self.queue.iter().any(|q| q.full);
         // The database is still at its last commit: no page of ours is written yet (a
         // transaction's own WAL frames come after the last commit frame and are left out).
@@ -86,6 +89,10 @@ impl Capture {
             self.wal_handles == 0 && self.dirty.is_empty() && self.hot_rollbacks == 0
         };
         if due && still {
+            log::debug!(
+                "{}: full snapshot in place, before a write of ours",
+                self.db_path.display()
+            );
             self.seal_next(crate::timefmt::now_millis(), true, true)?;
         }
         Ok(())
@@ -391,6 +398,11 @@ impl Capture {
             }
             return Ok(true);
         }
+        log::debug!(
+            "{}: took the hand-offs of commits {} ..= {upto}",
+            self.db_path.display(),
+            last.wrapping_add(1)
+        );
         for h in found {
             if self.page_size != 0 && h.page_size != self.page_size {
                 self.resync("another process changed the page size");
@@ -544,7 +556,10 @@ impl Capture {
     /// A follower's rollback-journal commit (the database lock still held): its pages, under
     /// the change counter that names it.
     pub(super) fn hand_off_commit(&mut self, counter: Option<u32>, commit: u32) -> io::Result<()> {
-        let dirty = std::mem::take(&mut self.dirty);
+        // Every page of this hold, as it is now: an earlier transaction of the hold handed
+        // over under the same counter, and this hand-off replaces that one.
+        self.held_pages.append(&mut self.dirty);
+        let dirty = self.held_pages.clone();
         let Some(counter) = counter else {
             return Ok(()); // no header yet: nothing committed
         };
@@ -561,6 +576,11 @@ impl Capture {
                 .read_exact_at(&mut page, (u64::from(pgno) - 1) * ps)?;
             handoff.pages.insert(pgno, page);
         }
+        log::debug!(
+            "{}: handing commit {counter} over ({} pages, commit {commit})",
+            self.db_path.display(),
+            handoff.pages.len()
+        );
         self.handoffs.write_cc(counter, &handoff)
     }
 }

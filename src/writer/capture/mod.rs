@@ -121,6 +121,15 @@ pub struct Capture {
     /// Handles rolling back a hot journal (SHARED straight to EXCLUSIVE, as SQLite does only
     /// then): until it is done the file holds a dead writer's half-written pages.
     hot_rollbacks: usize,
+    /// The change counter when this process's transaction first wrote the file: still the
+    /// same at its end means it rolled back (spilled pages put back), committing nothing.
+    /// SQLite moves the counter once per hold of the write lock (`locking_mode=EXCLUSIVE`
+    /// holds it over many transactions), so this tells only for the first one of a hold.
+    counter_before_write: Option<u32>,
+    first_in_hold: bool,
+    /// Pages this process wrote since it took the write lock: a follower hands them all over
+    /// under the one counter the hold moved.
+    held_pages: BTreeSet<u32>,
     dirty: BTreeSet<u32>,
     pending: Option<Pending>,
     pub queue: VecDeque<Queued>,
@@ -175,6 +184,9 @@ impl Capture {
             wal_handles: 0,
             write_locks: 0,
             hot_rollbacks: 0,
+            counter_before_write: None,
+            first_in_hold: false,
+            held_pages: BTreeSet::new(),
             dirty: BTreeSet::new(),
             pending: None,
             queue: VecDeque::new(),
@@ -204,6 +216,10 @@ impl Capture {
     /// A handle of ours took the write lock. `hot_rollback`: straight from SHARED to
     /// EXCLUSIVE, which SQLite does only to roll back a hot journal.
     pub fn write_lock_taken(&mut self, hot_rollback: bool) {
+        if self.write_locks == 0 {
+            self.first_in_hold = true;
+            self.held_pages.clear();
+        }
         self.write_locks += 1;
         if hot_rollback {
             self.hot_rollbacks += 1;
@@ -213,6 +229,9 @@ impl Capture {
     /// A handle of ours dropped the write lock it took (`hot_rollback` as it was taken).
     pub fn write_lock_released(&mut self, hot_rollback: bool) {
         self.write_locks = self.write_locks.saturating_sub(1);
+        if self.write_locks == 0 {
+            self.held_pages.clear();
+        }
         if hot_rollback {
             self.hot_rollbacks = self.hot_rollbacks.saturating_sub(1);
         }
@@ -686,20 +705,42 @@ impl Capture {
             None => (self.db_file()?.metadata()?.len() / ps) as u32,
         };
         let counter = header.map(|h| h.counter);
+        let before = self.counter_before_write.take();
+        let rolled_back = self.hot_rollbacks > 0
+            || (self.first_in_hold && counter.is_some() && counter == before);
+        self.first_in_hold = false;
         if !self.is_owner() {
+            if rolled_back {
+                // The pages are back as they were at the last commit: nothing to hand over
+                // (a hand-off under that commit's counter would replace its own).
+                self.dirty.clear();
+                return Ok(());
+            }
             return self.hand_off_commit(counter, commit);
         }
-        // Commits of other processes since the last one we saw come first.
+        // Commits of other processes since the last one we saw come first: every counter
+        // step but our own commit's (a rollback of ours made none).
         if let (Some(now), Some(last)) = (counter, self.last_counter) {
-            if now.wrapping_sub(last) > 1 {
-                self.take_counter_handoffs(last, now.wrapping_sub(1), true)?;
+            let ours = u32::from(!rolled_back);
+            if now.wrapping_sub(last) > ours {
+                self.take_counter_handoffs(last, now.wrapping_sub(ours), true)?;
             }
         }
         self.last_counter = counter.or(self.last_counter);
         // We hold the lock: a counter seen moving before is accounted for now (it was this
         // commit, seen half-way, or handed over above).
         self.foreign_unresolved = false;
+        if rolled_back {
+            // Its pages are back as the last commit left them: nothing new.
+            self.dirty.clear();
+            return Ok(());
+        }
         let dirty = std::mem::take(&mut self.dirty);
+        log::debug!(
+            "{}: own commit {counter:?} ({} pages, commit {commit})",
+            self.db_path.display(),
+            dirty.len(),
+        );
         let mut pages = Vec::with_capacity(dirty.len());
         let lock = ltx::lock_pgno(self.page_size);
         for pgno in dirty.into_iter().filter(|&p| p <= commit && p != lock) {
@@ -925,6 +966,13 @@ impl Capture {
                 return Err(e);
             }
         };
+        log::debug!(
+            "{}: sealed TXID {txid:#x}: {} pages, commit {commit}, {}, change counter {:?}",
+            self.db_path.display(),
+            pgnos.len(),
+            if full { "full" } else { "incremental" },
+            after.counter
+        );
         self.needs_full = false;
         self.full_snapshots += u64::from(full);
         self.queue.push_back(Queued {
