@@ -12,7 +12,7 @@ use litestream::runtime::block_on;
 use litestream::storage::PutCondition;
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/litestream-0.5.17")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/litestream-0.5.17")
 }
 
 /// A copy of the vector file replica (restores must not depend on the original's mtimes).

@@ -1,4 +1,4 @@
-//! LTX v3: the file format Litestream 0.5.x stores in object storage (see shared/docs/LTX.md).
+//! LTX v3: the file format Litestream 0.5.x stores in object storage (see docs/LTX.md).
 //!
 //! This module knows nothing of S3 or SQLite: it turns pages into LTX bytes and back.
 

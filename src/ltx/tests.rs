@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/litestream-0.5.17")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/litestream-0.5.17")
 }
 
 /// Every .ltx under the vector trees, with its (min, max) from the name.
