@@ -190,3 +190,74 @@ def proxied_moto(drop, base=Proxy):
     finally:
         moto.terminate()
         moto.wait()
+
+
+class BlackHole:
+    """A TCP front for a real server that forwards bytes both ways until `hole()`; from then
+    on it accepts connections and reads requests but never answers (a store that is up but
+    silent). `unhole()` resets the silent connections and forwards again."""
+
+    def __init__(self, upstream):
+        host, port = urllib.parse.urlparse(upstream).netloc.split(":")
+        self.upstream = (host, int(port))
+        self.silent = False
+        self.held = []
+        self.lock = threading.Lock()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.held.append(client)
+                silent = self.silent
+            if silent:
+                continue
+            up = socket.create_connection(self.upstream)
+            with self.lock:
+                self.held.append(up)
+            for a, b in ((client, up), (up, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                while self.silent:
+                    time.sleep(0.01)  # hold it: nothing goes through while silent
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def hole(self):
+        self.silent = True
+
+    def unhole(self):
+        with self.lock:
+            held, self.held = self.held, []
+            self.silent = False
+        for s in held:  # the network is back: what hung is reset, clients retry
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.server.close()
+        self.unhole()

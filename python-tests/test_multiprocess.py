@@ -166,7 +166,8 @@ def test_soak_several_writers_every_txid_restores(connect, ext_path, tmp_path, m
     con.close()
 
 
-SPILLED_ROLLBACK = """
+# A follower: argv extension, database, replica URL, journal mode; then its statements.
+FOLLOWER = """
 import sqlite3, sys, urllib.parse
 ext, db, url, mode = sys.argv[1:5]
 boot = sqlite3.connect(":memory:")
@@ -175,13 +176,21 @@ boot.load_extension(ext)
 con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0",
                       uri=True, isolation_level=None, timeout=30)
 con.execute(f"pragma journal_mode={mode}")
-con.execute("pragma cache_size=5")  # the big transaction below spills pages into the file
+"""
+
+SPILLED_ROLLBACK = FOLLOWER + """con.execute("pragma cache_size=5")  # the big transaction below spills pages into the file
 con.execute("insert into u values('theirs')")  # a commit of this follower: handed over
 con.execute("begin")
 con.execute("update t set v = randomblob(2000)")
 con.execute("rollback")  # puts the spilled pages back: no commit, nothing to hand over
 con.close()
 """
+
+
+def run_follower(script, store, ext_path, db, url, journal_mode):
+    r = subprocess.run([sys.executable, "-c", script, ext_path, str(db), url, journal_mode],
+                       capture_output=True, text=True, env=store.env(), timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
@@ -202,9 +211,7 @@ def test_a_rolled_back_transaction_that_spilled_is_no_commit(connect, ext_path, 
                 "(with recursive n(i) as (select 1 union all select i + 1 from n where i < 200) select i from n)")
     sync(con)
     if who == "follower":
-        r = subprocess.run([sys.executable, "-c", SPILLED_ROLLBACK, ext_path, str(db), url, journal_mode],
-                           capture_output=True, text=True, env=store.env(), timeout=120)
-        assert r.returncode == 0, r.stderr
+        run_follower(SPILLED_ROLLBACK, store, ext_path, db, url, journal_mode)
     else:
         # Another process's commit, then at once a spilled rollback of the owner's.
         r = subprocess.run([sys.executable, "-c",
@@ -221,16 +228,7 @@ def test_a_rolled_back_transaction_that_spilled_is_no_commit(connect, ext_path, 
     con.close()
 
 
-EXCLUSIVE_FOLLOWER = """
-import sqlite3, sys, urllib.parse
-ext, db, url, mode = sys.argv[1:5]
-boot = sqlite3.connect(":memory:")
-boot.enable_load_extension(True)
-boot.load_extension(ext)
-con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}&min-interval=0",
-                      uri=True, isolation_level=None, timeout=30)
-con.execute(f"pragma journal_mode={mode}")
-con.execute("pragma locking_mode=exclusive")
+EXCLUSIVE_FOLLOWER = FOLLOWER + """con.execute("pragma locking_mode=exclusive")
 for table in ("a", "b", "c"):  # three commits in one hold of the lock: one counter step
     con.execute(f"insert into {table} values(randomblob(3000))")
 con.close()
@@ -250,10 +248,26 @@ def test_a_follower_in_exclusive_locking_mode_hands_over_every_commit(connect, e
     for table in ("a", "b", "c"):
         con.execute(f"create table {table}(v)")
     sync(con)
-    r = subprocess.run([sys.executable, "-c", EXCLUSIVE_FOLLOWER, ext_path, str(db), url, journal_mode],
-                       capture_output=True, text=True, env=store.env(), timeout=120)
-    assert r.returncode == 0, r.stderr
+    run_follower(EXCLUSIVE_FOLLOWER, store, ext_path, db, url, journal_mode)
     sync(con)
     check_replica(con, store, url, db, tmp_path)
     assert status_of(con, db)["full_snapshots"] == 1, "handed over, not resynced"
+    con.close()
+
+
+def test_reopened_in_this_process_it_is_owned_at_once(connect, tmp_path):
+    """The replicator of a closed connection is still finishing in the background when the
+    database is opened again: it must not keep (or take back) ownership from the new one."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    for i in range(20):
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        assert status_of(con, db)["role"] == "owner", f"reopen {i}"
+        con.execute("create table if not exists t(x)")
+        con.execute("insert into t values(?)", (i,))
+        sync(con)
+        con.close()
+    con = open_replicated(connect, db, url)
+    check_replica(con, store, url, db, tmp_path)
     con.close()

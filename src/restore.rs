@@ -419,14 +419,16 @@ pub async fn restore(
                         what: what(),
                         source,
                     })?;
-                    decoders.push(
-                        ltx::Decoder::new(BufReader::with_capacity(256 << 10, file)).map_err(
-                            |source| RestoreError::Ltx {
-                                what: what(),
-                                source,
-                            },
-                        )?,
-                    );
+                    let decoder = ltx::Decoder::new(BufReader::with_capacity(256 << 10, file))
+                        .and_then(|d| {
+                            d.header().check_named(f.min_txid, f.max_txid)?;
+                            Ok(d)
+                        })
+                        .map_err(|source| RestoreError::Ltx {
+                            what: what(),
+                            source,
+                        })?;
+                    decoders.push(decoder);
                 }
                 let mut out = fs::File::create(&tmp2).map_err(|source| RestoreError::Io {
                     what: tmp2.display().to_string(),

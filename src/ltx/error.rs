@@ -46,6 +46,13 @@ pub enum LtxError {
         next_min: u64,
         next_max: u64,
     },
+    #[error("LTX header holds TXIDs {min:#x}-{max:#x}, not those of the file's name ({named_min:#x}-{named_max:#x})")]
+    NameMismatch {
+        min: u64,
+        max: u64,
+        named_min: u64,
+        named_max: u64,
+    },
     #[error("LTX files have different page sizes ({0} and {1})")]
     PageSizeMismatch(u32, u32),
     #[error("the page size changes from {from} to {to} at TXID {txid:#x}, but that LTX file holds {pages} pages, not every page of the {commit}-page database at the new size")]

@@ -45,6 +45,20 @@ fn check_db_checksum(which: &'static str, value: u64, tracked: bool) -> Result<(
 }
 
 impl Header {
+    /// An object is trusted for the TXIDs its name says only if its header says the same
+    /// (a misnamed or swapped object would otherwise be applied at the wrong place).
+    pub fn check_named(&self, named_min: u64, named_max: u64) -> Result<()> {
+        if (self.min_txid, self.max_txid) != (named_min, named_max) {
+            return Err(LtxError::NameMismatch {
+                min: self.min_txid,
+                max: self.max_txid,
+                named_min,
+                named_max,
+            });
+        }
+        Ok(())
+    }
+
     /// A header as Litestream writes it: no database checksums.
     pub fn new(
         page_size: u32,

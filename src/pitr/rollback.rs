@@ -106,7 +106,7 @@ pub async fn plan(
     match &after {
         Some(after) => {
             for f in after {
-                let (header, index) = fetch_index(store, f).await?;
+                let (header, index, _) = fetch_index(store, f).await?;
                 out.bytes_read += index.entries.len() as u64 * 16;
                 wanted.extend(index.entries.iter().map(|e| e.pgno));
                 if let Some(e) = index.get(1) {

@@ -1,5 +1,5 @@
 //! One page cache for every replica of the process, weighed in bytes. Keys name immutable
-//! content (an LTX file and a page number), so entries never go stale.
+//! content (an LTX file's identity and a page number), so entries never go stale.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,12 +9,18 @@ pub type Page = Arc<[u8]>;
 /// (file identity, pgno).
 pub type Key = (u64, u32);
 
-/// The cache identity of one LTX file of one store.
-pub fn file_key(store: &crate::storage::Store, f: &crate::storage::LtxFileInfo) -> u64 {
+/// The cache identity of one LTX file of one store: its name, size and file checksum, so a
+/// name that comes back with other content (a replica rebuilt from scratch) is another file.
+pub fn file_key(
+    store: &crate::storage::Store,
+    f: &crate::storage::LtxFileInfo,
+    file_checksum: u64,
+) -> u64 {
     let name = format!(
-        "{}|{}",
+        "{}|{}|{}|{file_checksum:016x}",
         store.describe(),
-        store.ltx_key(f.level, f.min_txid, f.max_txid)
+        store.ltx_key(f.level, f.min_txid, f.max_txid),
+        f.size
     );
     crate::ltx::crc64(name.as_bytes())
 }

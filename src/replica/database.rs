@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::cache::{cache, file_key, Counters, Page};
+use super::cache::{cache, Counters, Page};
 use super::prefetch::btree_children;
 use super::version::Version;
 use crate::ltx::{self, decode_page_frame};
@@ -215,7 +215,8 @@ impl ReplicaDb {
             return Ok(Arc::from(vec![0u8; v.page_size as usize]));
         };
         let file = v.files[r.file as usize].clone();
-        let key = (file_key(&self.store, &file), pgno);
+        let key = (v.keys[r.file as usize], pgno);
+        super::verify::before_serving(&self.store, &file, key.0)?;
         if let Some(p) = cache().get(&key) {
             self.counters.hit();
             self.prefetch_after(v, pgno, &p, ahead, prefetch);
@@ -259,9 +260,7 @@ impl ReplicaDb {
         let refs: Vec<(u32, super::version::PageRef)> = wanted
             .into_iter()
             .filter_map(|p| v.pages.get(&p).map(|r| (p, *r)))
-            .filter(|(p, r)| {
-                !cache().contains_key(&(file_key(&self.store, &v.files[r.file as usize]), *p))
-            })
+            .filter(|(p, r)| !cache().contains_key(&(v.keys[r.file as usize], *p)))
             .take(limit)
             .collect();
         if refs.is_empty() {
@@ -273,6 +272,7 @@ impl ReplicaDb {
             };
             let db = self.clone();
             let file = v.files[run[0].1.file as usize].clone();
+            let fk = v.keys[run[0].1.file as usize];
             let page_size = v.page_size;
             crate::runtime::get().spawn(async move {
                 let _permit = permit;
@@ -288,7 +288,6 @@ impl ReplicaDb {
                 else {
                     return;
                 };
-                let fk = file_key(&db.store, &file);
                 for (pgno, r) in run {
                     let at = (r.offset - start) as usize;
                     let Some(frame) = bytes.get(at..at + r.size as usize) else {

@@ -26,6 +26,8 @@ pub struct Version {
     pub commit: u32,
     pub pages: HashMap<u32, PageRef>,
     pub files: Vec<Arc<LtxFileInfo>>,
+    /// The cache identity of each of `files` (see [`super::cache::file_key`]).
+    pub keys: Vec<u64>,
     /// The target this version was built for (`Latest` when following).
     pub target: Target,
 }
@@ -55,11 +57,13 @@ pub fn contiguous_runs(mut refs: Vec<(u32, PageRef)>, max_run: usize) -> Vec<Vec
 /// Files no larger than this are read whole in one GET (header and index together).
 const WHOLE_FILE_READ: u64 = 64 << 10;
 
-/// Header and page index of one file, in one or two GETs (three for huge indexes).
+/// Header, page index and cache identity of one file, in one or two GETs (three for huge
+/// indexes). The header must name the TXIDs the file's name does. A small file is read whole
+/// and verified before its pages are cached; a large one is verified in the background.
 pub async fn fetch_index(
     store: &Store,
     f: &LtxFileInfo,
-) -> Result<(Header, PageIndex), RestoreError> {
+) -> Result<(Header, PageIndex, u64), RestoreError> {
     let what = || {
         format!(
             "LTX file {} (level {})",
@@ -75,8 +79,17 @@ pub async fn fetch_index(
         let whole = store.get_ltx(f, None).await?;
         let header = Header::decode(&whole).map_err(err)?;
         let index = PageIndex::parse_tail(&whole, whole.len() as u64).map_err(err)?;
+        let key = super::cache::file_key(store, f, trailer_checksum(&whole));
+        let checked = super::verify::verify_whole(&whole, f);
+        super::verify::record(
+            key,
+            &checked
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", what())),
+        );
+        checked.map_err(err)?;
         // The pages came along: cache them (a reader following the replica reads them next).
-        let key = super::cache::file_key(store, f);
         for e in &index.entries {
             let frame = whole.get(e.offset as usize..(e.offset + e.size) as usize);
             if let Some(Ok((pgno, data))) =
@@ -87,7 +100,7 @@ pub async fn fetch_index(
                 }
             }
         }
-        return Ok((header, index));
+        return Ok((header, index, key));
     }
     let tail_len = ESTIMATED_PAGE_INDEX_SIZE.min(f.size);
     let (head, tail) = tokio::join!(
@@ -95,6 +108,7 @@ pub async fn fetch_index(
         store.get_ltx(f, Some((f.size - tail_len, Some(tail_len))))
     );
     let header = Header::decode(&head?).map_err(err)?;
+    header.check_named(f.min_txid, f.max_txid).map_err(err)?;
     let tail = tail?;
     let index = match PageIndex::locate(&tail, f.size).map_err(err)? {
         IndexLocation::InTail => PageIndex::parse_tail(&tail, f.size).map_err(err)?,
@@ -103,7 +117,17 @@ pub async fn fetch_index(
             PageIndex::parse_tail(&bytes, f.size).map_err(err)?
         }
     };
-    Ok((header, index))
+    // Verified in the background when its pages are first wanted (see `verify`).
+    let key = super::cache::file_key(store, f, trailer_checksum(&tail));
+    Ok((header, index, key))
+}
+
+/// The file checksum: the last 8 bytes of an LTX file (0 when too short: decoding fails).
+fn trailer_checksum(tail: &[u8]) -> u64 {
+    tail.len()
+        .checked_sub(8)
+        .and_then(|at| tail.get(at..))
+        .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 impl Version {
@@ -127,6 +151,7 @@ impl Version {
             commit: 0,
             pages: HashMap::new(),
             files: Vec::new(),
+            keys: Vec::new(),
             target,
         };
         v.apply(store, plan).await?;
@@ -142,6 +167,7 @@ impl Version {
             commit: self.commit,
             pages: self.pages.clone(),
             files: self.files.clone(),
+            keys: self.keys.clone(),
             target: self.target,
         };
         v.apply(store, files).await?;
@@ -159,7 +185,7 @@ impl Version {
         // changes were shipped whole): unusable until a later file holds every page.
         let mut unhealed = None;
         for (f, result) in files.iter().zip(fetched) {
-            let (header, index) = result?;
+            let (header, index, key) = result?;
             let full = ltx::holds_every_page(&header, index.entries.len());
             if self.page_size != 0 && header.page_size != self.page_size {
                 // A page-size change: this file holds every page at the new size and
@@ -188,6 +214,7 @@ impl Version {
             }
             let file = self.files.len() as u32;
             self.files.push(Arc::new(f.clone()));
+            self.keys.push(key);
             for e in index.entries {
                 self.pages.insert(
                     e.pgno,

@@ -19,7 +19,7 @@ const MAX_INPUTS: usize = 256;
 const RETENTION_CHECK: Duration = Duration::from_secs(15);
 
 pub fn start(r: Arc<Replicator>) {
-    crate::runtime::get().spawn(run(r));
+    super::supervise(r, "compaction", run);
 }
 
 /// Next multiple of `interval` after `now`, shifted by this database's `offset` so that
@@ -180,6 +180,8 @@ async fn run(r: Arc<Replicator>) {
             continue;
         }
         catch_up = false;
+        let mut failed = false;
+        let did_compact = !todo.is_empty();
         for level in todo {
             let l = level as usize;
             if l == 1 {
@@ -197,6 +199,8 @@ async fn run(r: Arc<Replicator>) {
                 Ok(None) => {}
                 Err(e) => {
                     log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
+                    r.background_failed(&format!("compaction into L{level}: {e}"));
+                    failed = true;
                     heal(&r, &e);
                     catch_up = true; // try again at the next boundary
                 }
@@ -213,6 +217,8 @@ async fn run(r: Arc<Replicator>) {
                 Ok(None) => {}
                 Err(e) => {
                     log::warn!("{}: snapshot: {e}", r.db_path.display());
+                    r.background_failed(&format!("snapshot: {e}"));
+                    failed = true;
                     heal(&r, &e);
                 }
             }
@@ -220,7 +226,12 @@ async fn run(r: Arc<Replicator>) {
         if retention_now {
             if let Err(e) = enforce_retention(&r.store, &cfg).await {
                 log::warn!("{}: retention: {e}", r.db_path.display());
+                r.background_failed(&format!("retention: {e}"));
+                failed = true;
             }
+        }
+        if !failed && (did_compact || snapshot_now || retention_now) {
+            r.background_succeeded();
         }
     }
 }
@@ -269,14 +280,18 @@ pub(crate) async fn fetch_and_merge(
     let out_path = merged.path.clone();
     let header = tokio::task::spawn_blocking(move || {
         let mut decoders = Vec::with_capacity(paths.len());
-        for p in &paths {
+        for (p, named) in paths.iter().zip(&files) {
             let f = std::fs::File::open(p).map_err(io(p))?;
-            decoders.push(Decoder::new(std::io::BufReader::new(f)).map_err(|source| {
-                RestoreError::Ltx {
+            let decoder = Decoder::new(std::io::BufReader::new(f))
+                .and_then(|d| {
+                    d.header().check_named(named.min_txid, named.max_txid)?;
+                    Ok(d)
+                })
+                .map_err(|source| RestoreError::Ltx {
                     what: p.display().to_string(),
                     source,
-                }
-            })?);
+                })?;
+            decoders.push(decoder);
         }
         let headers: Vec<ltx::Header> = decoders.iter().map(|d| *d.header()).collect();
         let counts = restore::page_counts(&headers, &paths)?;

@@ -35,6 +35,21 @@ pub struct LeaseStatus {
     pub owner: Option<String>,
     pub generation: i64,
     pub expires_at: Option<String>,
+    /// When a lease we hold expires (ms), to tell `expired` at the time status is read.
+    #[serde(skip)]
+    pub expires_ms: i64,
+}
+
+impl LeaseStatus {
+    /// As of `now_ms`: a lease we hold but could not renew in time is `expired` (another
+    /// writer may take it), whatever the shipper last saw.
+    pub fn as_of(&self, now_ms: i64) -> Self {
+        let mut s = self.clone();
+        if s.state == "held" && now_ms > s.expires_ms {
+            s.state = "expired".into();
+        }
+        s
+    }
 }
 
 pub struct Lease {
@@ -120,6 +135,7 @@ impl Lease {
             owner: Some(self.owner.clone()),
             generation,
             expires_at: Some(rfc3339_millis(expires_ms)),
+            expires_ms,
         };
     }
 
@@ -130,6 +146,7 @@ impl Lease {
             owner: doc.map(|d| d.owner.clone()),
             generation: doc.map_or(0, |d| d.generation),
             expires_at: doc.map(|d| d.expires_at.clone()),
+            expires_ms: 0,
         };
     }
 

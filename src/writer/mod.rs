@@ -39,6 +39,9 @@ pub struct Status {
     /// The replica's position is known (TXIDs are assigned only then).
     pub remote_known: bool,
     pub last_error: Option<String>,
+    /// The last failure of compaction, snapshots or retention (with its time), until they
+    /// next succeed.
+    pub background_error: Option<String>,
     pub uploads: u64,
     pub uploaded_bytes: u64,
     /// Commits captured since the database was opened in this process, and how many of
@@ -64,6 +67,9 @@ struct ShipperStats {
     lease: lease::LeaseStatus,
     /// When the last L0 upload succeeded (ms), for maintenance to know when it is idle.
     last_upload_ms: i64,
+    /// The upload in flight: its TXID and since when (ms).
+    upload_in_flight: Option<(u64, i64)>,
+    background_error: Option<String>,
 }
 
 pub struct Replicator {
@@ -242,6 +248,24 @@ impl Replicator {
         out.ok_or_else(|| "the read transaction did not run".to_string())
     }
 
+    /// Compaction, a snapshot or retention failed: status shows it until they next succeed.
+    fn background_failed(&self, what: &str) {
+        self.stats.lock().background_error = Some(format!(
+            "{} {what}",
+            crate::timefmt::rfc3339_millis(crate::timefmt::now_millis())
+        ));
+    }
+
+    /// A background task panicked and was started again: the status says so (a later
+    /// success of the same kind clears it).
+    fn task_failed(&self, msg: String) {
+        self.stats.lock().last_error = Some(msg);
+    }
+
+    fn background_succeeded(&self) {
+        self.stats.lock().background_error = None;
+    }
+
     /// Whether a lock SQLite could not get (SQLITE_BUSY) is held by our own snapshot's read
     /// transaction: then the writer should wait for it, not fail.
     pub fn own_snapshot_in_progress(&self) -> bool {
@@ -288,6 +312,8 @@ impl Replicator {
             }
             self.closing.store(true, Ordering::SeqCst);
             reg.remove(&self.db_path);
+            // Before the registry is free: a reopen in this process must find it free too.
+            self.capture.lock().resign();
         }
         self.closed.notify_waiters();
         self.wake_now();
@@ -450,6 +476,7 @@ impl Replicator {
     pub fn status(&self) -> Status {
         let c = self.capture.lock();
         let stats = self.stats.lock();
+        let now = crate::timefmt::now_millis();
         Status {
             path: self.db_path.display().to_string(),
             replica: self.store.describe(),
@@ -457,13 +484,23 @@ impl Replicator {
             remote_txid: crate::ltx::format_txid(c.shipped_txid),
             pending_files: c.queue.len(),
             pending_bytes: c.queued_bytes(),
-            lag_ms: c
-                .pending_since_ms()
-                .map_or(0, |t| (crate::timefmt::now_millis() - t).max(0)),
+            lag_ms: c.pending_since_ms().map_or(0, |t| (now - t).max(0)),
             needs_snapshot: c.needs_full,
             foreign_unresolved: c.foreign_unresolved(),
             remote_known: c.remote_known,
-            last_error: stats.last_error.clone(),
+            last_error: stats.last_error.clone().or_else(|| {
+                // A store that accepts connections and never answers fails no request for
+                // a long while: say so as soon as it is overdue.
+                let (txid, since) = stats.upload_in_flight?;
+                let waited = now - since;
+                (waited > STALLED_UPLOAD.as_millis() as i64).then(|| {
+                    format!(
+                        "the store has not answered for {} s (upload of TXID {txid:#x})",
+                        waited / 1000
+                    )
+                })
+            }),
+            background_error: stats.background_error.clone(),
             uploads: stats.uploads,
             uploaded_bytes: stats.uploaded_bytes,
             commits: c.commits_captured,
@@ -472,7 +509,7 @@ impl Replicator {
             owner_pid: c.owner_pid(),
             full_snapshots: c.full_snapshots,
             lease: if self.config.lease {
-                stats.lease.clone()
+                stats.lease.as_of(now)
             } else {
                 lease::LeaseStatus {
                     state: "off".into(),
@@ -482,6 +519,27 @@ impl Replicator {
         }
     }
 }
+
+/// Runs one of `r`'s background tasks, started again whenever it panics; the status says so.
+fn supervise<Fut>(r: Arc<Replicator>, name: &'static str, task: fn(Arc<Replicator>) -> Fut)
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let report = Arc::downgrade(&r);
+    crate::runtime::supervise(
+        name,
+        Duration::from_secs(1),
+        move |msg| {
+            if let Some(r) = report.upgrade() {
+                r.task_failed(msg);
+            }
+        },
+        move || task(r.clone()),
+    );
+}
+
+/// An upload unanswered for longer than this shows in `last_error` while it lasts.
+pub const STALLED_UPLOAD: Duration = Duration::from_secs(5);
 
 /// How long process exit waits for unshipped commits, per database.
 pub const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);

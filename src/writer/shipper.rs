@@ -21,7 +21,7 @@ const FOREIGN_POLL_MAX: Duration = Duration::from_secs(1);
 const FOLLOWER_RETRY: Duration = Duration::from_millis(500);
 
 pub fn start(r: Arc<Replicator>) {
-    crate::runtime::get().spawn(run(r));
+    super::supervise(r, "shipper", run);
 }
 
 /// The replica's newest TXID over every level.
@@ -299,6 +299,7 @@ async fn run(r: Arc<Replicator>) {
         let put = async {
             let _slot = super::UPLOAD_SLOTS.acquire().await;
             last_put = Some(Instant::now());
+            r.stats.lock().upload_in_flight = Some((txid, crate::timefmt::now_millis()));
             match &item.location {
                 Location::Memory(body) => {
                     r.store
@@ -313,7 +314,9 @@ async fn run(r: Arc<Replicator>) {
                 }
             }
         };
-        match put.await {
+        let result = put.await;
+        r.stats.lock().upload_in_flight = None;
+        match result {
             Ok(_) => {
                 attempt = 0;
                 let mut c = r.capture.lock();

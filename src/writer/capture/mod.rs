@@ -101,6 +101,8 @@ pub struct Capture {
     handoffs: HandoffDir,
     /// `owner.lock`, while this process is the database's owner (None: a follower).
     owner: Option<File>,
+    /// Closed: never owner again (see [`Capture::resign`]).
+    resigned: bool,
     /// The file change counter after the last commit captured (rollback-journal mode).
     last_counter: Option<u32>,
     /// Salts of the last WAL generation this process saw to its end before the WAL was
@@ -174,6 +176,7 @@ impl Capture {
             meta,
             handoffs,
             owner: None,
+            resigned: false,
             last_counter: None,
             ended_generation: None,
             foreign_unresolved: false,
@@ -237,6 +240,16 @@ impl Capture {
         }
     }
 
+    /// Gives ownership up (the last connection of this process closed): the lock is an
+    /// `flock` of our open file, so a replicator opened anew in this process (the database
+    /// reopened) would find it held, by the old one, until its tasks drop it.
+    /// For good: this replicator is closing, and its tasks, still finishing, must not take
+    /// ownership back from the one that replaces it.
+    pub fn resign(&mut self) {
+        self.owner = None;
+        self.resigned = true;
+    }
+
     /// Takes ownership when no other process holds it (at open; a follower retries, so one
     /// takes over when the owner exits). Never in the middle of a write transaction of ours:
     /// its first pages would have gone uncaptured.
@@ -244,7 +257,7 @@ impl Capture {
         if self.owner.is_some() {
             return Ok(true);
         }
-        if self.write_locks > 0 || !self.dirty.is_empty() {
+        if self.resigned || self.write_locks > 0 || !self.dirty.is_empty() {
             return Ok(false);
         }
         let Some(lock) = self.handoffs.try_own()? else {
