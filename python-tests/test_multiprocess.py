@@ -34,6 +34,18 @@ def status_of(con, db):
     return next(d for d in doc["databases"] if d["path"] == str(db))
 
 
+def open_as_owner(connect, tmp_path, journal_mode):
+    """This process opens app.db first (so it owns it), replicating to a file:// replica:
+    (store, url, db, connection)."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma busy_timeout=30000")
+    con.execute(f"pragma journal_mode={journal_mode}")
+    return store, url, db, con
+
+
 def check_replica(con, store, url, db, tmp_path):
     """Both restores equal the local database, which is sound."""
     expected = dump(db)
@@ -82,12 +94,7 @@ def test_commits_of_another_process_reach_the_replica(connect, ext_path, tmp_pat
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_a_follower_hands_over_and_its_sync_waits_for_the_owner(connect, ext_path, tmp_path, journal_mode):
-    store = Store("file", tmp_path)
-    url = store.url("app.db")
-    db = tmp_path / "app.db"
-    con = open_replicated(connect, db, url, **{"min-interval": "0"})
-    con.execute("pragma busy_timeout=30000")
-    con.execute(f"pragma journal_mode={journal_mode}")
+    store, url, db, con = open_as_owner(connect, tmp_path, journal_mode)
     random_workload(con, __import__("random").Random(7), 3, allow_vacuum=False)
     sync(con)
     before = status_of(con, db)
@@ -199,12 +206,7 @@ def test_a_rolled_back_transaction_that_spilled_is_no_commit(connect, ext_path, 
     """A rollback puts spilled pages back without moving the change counter. The owner must
     still take the hand-offs of others' commits before it (they are not its own commit), and
     a follower must not hand it over under the counter of the commit before it."""
-    store = Store("file", tmp_path)
-    url = store.url("app.db")
-    db = tmp_path / "app.db"
-    con = open_replicated(connect, db, url, **{"min-interval": "0"})
-    con.execute("pragma busy_timeout=30000")
-    con.execute(f"pragma journal_mode={journal_mode}")
+    store, url, db, con = open_as_owner(connect, tmp_path, journal_mode)
     con.execute("create table t(id integer primary key, v blob)")
     con.execute("create table u(x)")
     con.execute("insert into t(v) select randomblob(2000) from "
@@ -239,12 +241,7 @@ con.close()
 def test_a_follower_in_exclusive_locking_mode_hands_over_every_commit(connect, ext_path, tmp_path, journal_mode):
     """SQLite moves the change counter once per hold of the lock, not once per commit: a
     follower holding it over several commits hands all their pages over."""
-    store = Store("file", tmp_path)
-    url = store.url("app.db")
-    db = tmp_path / "app.db"
-    con = open_replicated(connect, db, url, **{"min-interval": "0"})
-    con.execute("pragma busy_timeout=30000")
-    con.execute(f"pragma journal_mode={journal_mode}")
+    store, url, db, con = open_as_owner(connect, tmp_path, journal_mode)
     for table in ("a", "b", "c"):
         con.execute(f"create table {table}(v)")
     sync(con)
