@@ -240,11 +240,9 @@ impl Capture {
         }
     }
 
-    /// Gives ownership up (the last connection of this process closed): the lock is an
-    /// `flock` of our open file, so a replicator opened anew in this process (the database
-    /// reopened) would find it held, by the old one, until its tasks drop it.
-    /// For good: this replicator is closing, and its tasks, still finishing, must not take
-    /// ownership back from the one that replaces it.
+    /// Gives ownership up for good (the last connection of this process closed). The lock is
+    /// an `flock` of our open file: a replicator opened anew here (the database reopened)
+    /// would find it held until the old one's tasks finish, and those must not take it back.
     pub fn resign(&mut self) {
         self.owner = None;
         self.resigned = true;
@@ -390,16 +388,6 @@ impl Capture {
         });
         self.wal_file = Some(file);
         Ok(())
-    }
-
-    /// Whether `-journal` holds a live (or hot) rollback journal: non-empty header.
-    fn journal_active(&self) -> bool {
-        let path = PathBuf::from(format!("{}-journal", self.db_path.display()));
-        let mut head = [0u8; 8];
-        match File::open(path) {
-            Ok(f) => f.read_exact_at(&mut head, 0).is_ok() && head != [0u8; 8],
-            Err(_) => false,
-        }
     }
 
     fn read_db_page_size(&mut self) -> Option<u32> {
@@ -878,10 +866,6 @@ impl Capture {
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
         if full && !consistent {
-            return Ok(false);
-        }
-        if full && !consistent && self.journal_active() {
-            // A crash left a hot journal that the next reader will roll back.
             return Ok(false);
         }
         // A full snapshot is the database as it is now: what is pending is in it.
