@@ -3,8 +3,10 @@ without the extension, commit too. Every commit must reach the replica, whoever 
 every journal mode; a gap is answered with a full snapshot, never silently."""
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import pytest
@@ -268,3 +270,48 @@ def test_reopened_in_this_process_it_is_owned_at_once(connect, tmp_path):
     con = open_replicated(connect, db, url)
     check_replica(con, store, url, db, tmp_path)
     con.close()
+
+
+LOCK_PROBE = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+try:
+    # Rollback-journal mode: the exclusive lock; WAL mode: leaving WAL needs it too.
+    con.execute(sys.argv[2])
+    print("taken")
+except sqlite3.OperationalError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("journal_mode,probe", [("delete", "begin exclusive"),
+                                                ("wal", "pragma journal_mode=delete")])
+def test_closing_a_replicated_connection_keeps_the_process_locks(connect, tmp_path, journal_mode, probe):
+    """SQLite's locks are POSIX locks, which closing any descriptor of the file drops for the
+    whole process. A replicated connection closing (and its replicator finishing later) must
+    leave the locks of the process's other connections alone: here a plain connection's read
+    transaction, which must keep every other process from taking the exclusive lock."""
+    store, url, db, con = open_as_owner(connect, tmp_path, journal_mode)
+    con.execute("create table t(x)")
+    con.execute("insert into t values(1)")
+    sync(con)
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("begin")
+    assert plain.execute("select count(*) from t").fetchone() == (1,)
+    con.close()
+    # Once no replicator is left, everything it opened is closed (or, for the database file,
+    # handed to SQLite's VFS to close when the last lock goes).
+    boot = connect()
+    deadline = time.time() + 30
+    while json.loads(boot.execute("select litestream_status()").fetchone()[0])["closing"]:
+        assert time.time() < deadline, "the replicator never finished"
+        time.sleep(0.05)
+    probe_out = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(db), probe],
+                               capture_output=True, text=True, timeout=60)
+    assert probe_out.stdout.strip() == "database is locked", probe_out
+    plain.execute("commit")
+    plain.close()
+    # And with the read transaction over, the lock is free.
+    probe_out = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(db), probe],
+                               capture_output=True, text=True, timeout=60)
+    assert probe_out.stdout.strip() == "taken", probe_out

@@ -20,6 +20,7 @@ fn status(_args: &[Value]) -> Result<Output, String> {
         "format": "LTX v3 (Litestream 0.5.x)",
         "vfs": crate::sqlite::vfs::registered_names(),
         "databases": databases,
+        "closing": Replicator::closing_count(),
         "replicas": ReplicaDb::all().iter().map(|r| r.status()).collect::<Vec<_>>(),
         "last_open_error": *crate::sqlite::vfs::LAST_OPEN_ERROR.lock(),
     });

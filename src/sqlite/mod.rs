@@ -1,6 +1,7 @@
 //! The FFI edge: safe wrappers over the SQLite C API. Every `unsafe` block of the crate
 //! lives under this module, each with a `// SAFETY:` line.
 
+pub mod db_reader;
 pub mod file;
 pub mod functions;
 pub mod read_lock;

@@ -25,7 +25,7 @@ unsafe impl Sync for Parent {}
 
 static PARENT: OnceLock<Parent> = OnceLock::new();
 
-fn parent() -> *mut ffi::sqlite3_vfs {
+pub(super) fn parent() -> *mut ffi::sqlite3_vfs {
     PARENT.get().map_or(std::ptr::null_mut(), |p| p.0)
 }
 
@@ -505,7 +505,7 @@ fn role_for(path: &Path, flags: c_int, name: *const c_char) -> Result<Role, Stri
             return Ok(Role::Plain);
         }
         let config = DbConfig::resolve(path, &uri_params(name))?;
-        return Replicator::acquire(path, config).map(Role::Main);
+        return Replicator::acquire(path, config, super::db_reader::open).map(Role::Main);
     }
     let s = path.to_string_lossy();
     let strip = |suffix: &str| s.strip_suffix(suffix).map(PathBuf::from);

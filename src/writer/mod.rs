@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::config::DbConfig;
 use crate::storage::Store;
-pub use capture::Capture;
+pub use capture::{Capture, DbFile, OpenDbFile};
 
 /// What `litestream_status()` shows of one database.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -99,6 +99,27 @@ pub struct Replicator {
     /// A full snapshot holds a read transaction: this process's writers wait for it instead
     /// of failing with SQLITE_BUSY (see `wait_for_own_snapshot`).
     snapshot_reading: std::sync::atomic::AtomicBool,
+    _alive: Alive,
+}
+
+/// Replicators alive in the process, open or closed but still finishing their background
+/// work (their files close when they end).
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one replicator in [`ALIVE`] for as long as it exists.
+struct Alive;
+
+impl Alive {
+    fn new() -> Self {
+        ALIVE.fetch_add(1, Ordering::SeqCst);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Uploads in flight across every database of the process: bounded, and granted in arrival
@@ -130,7 +151,11 @@ pub const FAILING_CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Replicator {
     /// The replicator of `db_path`, created (local recovery, shipper started) on first use.
-    pub fn acquire(db_path: &Path, config: DbConfig) -> Result<Arc<Self>, String> {
+    pub fn acquire(
+        db_path: &Path,
+        config: DbConfig,
+        open_db_file: OpenDbFile,
+    ) -> Result<Arc<Self>, String> {
         let mut reg = REGISTRY.lock();
         if let Some(r) = reg.get(db_path) {
             if r.config.replica_url != config.replica_url {
@@ -144,7 +169,7 @@ impl Replicator {
             return Ok(r.clone());
         }
         let store = Store::open(&config.replica_url).map_err(|e| e.to_string())?;
-        let capture = Capture::open(db_path, config.spool_limit).map_err(|e| {
+        let capture = Capture::open(db_path, config.spool_limit, open_db_file).map_err(|e| {
             format!(
                 "{}: cannot read local replication state: {e}",
                 db_path.display()
@@ -167,6 +192,7 @@ impl Replicator {
             lease_held: std::sync::atomic::AtomicBool::new(!config.lease),
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
+            _alive: Alive::new(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
         shipper::start(r.clone());
@@ -183,6 +209,13 @@ impl Replicator {
         let mut v: Vec<_> = REGISTRY.lock().values().cloned().collect();
         v.sort_by(|a, b| a.db_path.cmp(&b.db_path));
         v
+    }
+
+    /// Databases closed whose replicator has not finished yet (a last upload, a compaction
+    /// pass): its descriptors are still open.
+    pub fn closing_count() -> usize {
+        let open = REGISTRY.lock().len();
+        ALIVE.load(Ordering::SeqCst).saturating_sub(open)
     }
 
     pub fn db_path(&self) -> &Path {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{Capture, PageSource, WalCursor};
+use super::{Capture, DbFile, PageSource, WalCursor};
 use crate::writer::handoff::{Handoff, PublishedPin, ShippedMark, WalHandoffName};
 use crate::writer::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 
@@ -29,7 +29,7 @@ impl DbHeader {
 }
 
 /// The database header, or None for a file too short to have one (new, empty).
-fn parse_db_header(file: &File) -> io::Result<Option<DbHeader>> {
+fn parse_db_header(file: &dyn DbFile) -> io::Result<Option<DbHeader>> {
     let mut b = [0u8; 100];
     match file.read_exact_at(&mut b, 0) {
         Ok(()) => {}
@@ -133,7 +133,7 @@ impl Capture {
         let commit = match (commit, header.and_then(|h| h.valid_size())) {
             (Some(c), _) | (None, Some(c)) => c,
             (None, None) => {
-                let len = self.db_file()?.metadata()?.len();
+                let len = self.db_file()?.size()?;
                 (len / u64::from(self.page_size.max(512))) as u32
             }
         };

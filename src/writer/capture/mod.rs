@@ -27,6 +27,27 @@ use super::meta::{DbFingerprint, MetaDir, SavedState, WalPosition};
 use super::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 use crate::ltx::{self, Encoder, Header};
 
+/// The live database file, as the capture reads it. The extension reads it through SQLite's
+/// own VFS (`sqlite::db_reader`), never through a descriptor of its own: closing one would
+/// drop every POSIX lock this process holds on the file.
+pub trait DbFile: Send {
+    /// Reads `buf.len()` bytes at `offset`; false if the file ended first (the rest zeroed).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool>;
+    fn size(&self) -> io::Result<u64>;
+
+    /// Like `read_at`, but a short read is an `UnexpectedEof` error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.read_at(buf, offset)? {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+}
+
+/// Opens the live database file for reading.
+pub type OpenDbFile = fn(&Path) -> io::Result<Box<dyn DbFile>>;
+
 /// Where a captured page's bytes are.
 #[derive(Debug, Clone)]
 enum PageSource {
@@ -112,7 +133,8 @@ pub struct Capture {
     /// writer may still be committing) before resyncing.
     foreign_unresolved: bool,
 
-    db_file: Option<File>,
+    open_db_file: OpenDbFile,
+    db_file: Option<Box<dyn DbFile>>,
     wal_file: Option<File>,
     page_size: u32,
     wal: Option<WalCursor>,
@@ -167,7 +189,7 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 impl Capture {
     /// The capture of `db_path`: the owner's if no other process owns it, else a follower's.
-    pub fn open(db_path: &Path, spool_limit: u64) -> io::Result<Self> {
+    pub fn open(db_path: &Path, spool_limit: u64, open_db_file: OpenDbFile) -> io::Result<Self> {
         let meta = MetaDir::for_database(db_path);
         let handoffs = HandoffDir::new(meta.dir());
         let mut c = Self {
@@ -180,6 +202,7 @@ impl Capture {
             last_counter: None,
             ended_generation: None,
             foreign_unresolved: false,
+            open_db_file,
             db_file: None,
             wal_file: None,
             page_size: 0,
@@ -397,11 +420,11 @@ impl Capture {
         ltx::is_valid_page_size(size).then_some(size)
     }
 
-    fn db_file(&mut self) -> io::Result<&File> {
+    fn db_file(&mut self) -> io::Result<&dyn DbFile> {
         if self.db_file.is_none() {
-            self.db_file = Some(File::open(&self.db_path)?);
+            self.db_file = Some((self.open_db_file)(&self.db_path)?);
         }
-        Ok(self.db_file.as_ref().expect("just opened"))
+        Ok(self.db_file.as_deref().expect("just opened"))
     }
 
     fn wal_file(&mut self) -> io::Result<&File> {
@@ -703,7 +726,7 @@ impl Capture {
         // not at all), else the file's.
         let commit = match header.and_then(|h| h.valid_size()) {
             Some(pages) => pages,
-            None => (self.db_file()?.metadata()?.len() / ps) as u32,
+            None => (self.db_file()?.size()? / ps) as u32,
         };
         let counter = header.map(|h| h.counter);
         let before = self.counter_before_write.take();
@@ -784,15 +807,7 @@ impl Capture {
             None => {
                 // From the database file; pages past its end are zero (growth not yet written).
                 let at = (u64::from(pgno) - 1) * buf.len() as u64;
-                buf.fill(0);
-                let f = self.db_file()?;
-                let mut done = 0;
-                while done < buf.len() {
-                    match f.read_at(&mut buf[done..], at + done as u64)? {
-                        0 => break,
-                        n => done += n,
-                    }
-                }
+                self.db_file()?.read_at(buf, at)?;
             }
         }
         Ok(())
