@@ -1,8 +1,8 @@
 # litestream: a SQLite extension that replicates to object storage.
 #   make        build target/release/liblitestream.so
 #   make demo   build, then show the main job on the embedded file:// default
-#   make test   every test: cargo, sqlite3 shell, Python, Node; starts and stops the S3 servers
-#   make soak   make test with 500 SIGKILL crash trials (not 50), 100 lease trials per store (not 25), a 60 s multi-process soak (not 8 s)
+#   make test   every test: cargo, sqlite3 shell, Python, Node, SQLite's TCL suite (quick subset); starts and stops the S3 servers
+#   make soak   make test with 500 SIGKILL crash trials (not 50), 100 lease trials per store (not 25), a 60 s multi-process soak (not 8 s), SQLite's whole TCL list (not the quick subset)
 #   make lint   cargo fmt --check and clippy -D warnings
 #   make bench  plain SQLite vs ours vs Litestream 0.5.17 on Ceph RGW -> bench/results.md (BENCH_SCALE=0.05 for a quick run)
 #   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
@@ -29,7 +29,7 @@ bench: build
 	scripts/bench.sh
 
 soak: build
-	LITESTREAM_CRASH_TRIALS=500 LITESTREAM_LEASE_TRIALS=100 LITESTREAM_MP_SOAK_SECONDS=60 scripts/run-tests.sh
+	LITESTREAM_CRASH_TRIALS=500 LITESTREAM_LEASE_TRIALS=100 LITESTREAM_MP_SOAK_SECONDS=60 SQLITE_SUITE_FILES=full scripts/run-tests.sh
 
 lint:
 	$(CARGO) fmt --check

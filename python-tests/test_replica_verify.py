@@ -1,6 +1,7 @@
 """Readers never serve what was not written: a damaged LTX object (one flipped byte in a page
 frame) or an object whose header names other TXIDs than its name makes reads and restores
 fail with the reason, never return other data."""
+import json
 import os
 import shutil
 import sqlite3
@@ -136,3 +137,47 @@ def test_an_object_whose_header_names_other_txids_is_refused(connect, tmp_path, 
         restore(connect(), url, tmp_path / "out.db")
     assert_refused(tmp_path, url, "select count(*) from t")
     assert "not those of the file's name" in status_text(connect)
+
+
+def rows_of(con):
+    return con.execute("select id, v from t order by id").fetchall()
+
+
+def txids_of_commits(con, table, name, n):
+    """n commits, each synced on its own: TXIDs 2..n+1 after the create's TXID 1."""
+    con.execute(f"create table {table}(id integer primary key, v text)")
+    sync(con)
+    for i in range(n):
+        con.execute(f"insert into {table}(v) values(?)", (f"{name} {i}",))
+        sync(con)
+
+
+@pytest.mark.parametrize("new_txids", [2, 6, 12], ids=["behind-the-reader", "at-its-txid", "past-it"])
+def test_a_replica_rewritten_under_a_reader_is_read_anew(connect, tmp_path, new_txids):
+    """The replica is deleted and replicated again from scratch, from another database,
+    while a reader follows it (at TXID 6). Whether the new history is behind the reader's
+    TXID, at it or past it, the reader comes to serve the new database: never its old pages
+    (SQLite's own page cache included), never the old history extended with the new one's."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    old = open_replicated(connect, tmp_path / "old.db", url, **{"min-interval": "0"})
+    txids_of_commits(old, "t", "old", 5)
+    old.close()
+    reader = sqlite3.connect(f"file:{tmp_path}/view.db?vfs=litestream-replica&poll-interval=50ms"
+                             f"&replica={urllib.parse.quote(url, safe='')}", uri=True)
+    assert len(rows_of(reader)) == 5
+    shutil.rmtree(tmp_path / "replica-app.db")
+    new = open_replicated(connect, tmp_path / "new.db", url, **{"min-interval": "0"})
+    txids_of_commits(new, "t", "new", new_txids - 1)
+    assert json.loads(new.execute("select litestream_status()").fetchone()[0])["databases"][0]["remote_txid"] \
+        == f"{new_txids:016x}"
+    expected = rows_of(new)
+    deadline = time.time() + 20
+    seen = rows_of(reader)
+    while seen != expected and time.time() < deadline:
+        time.sleep(0.05)
+        seen = rows_of(reader)
+    assert seen == expected, f"the reader serves {seen}, the replica holds {expected}"
+    assert reader.execute("pragma integrity_check").fetchone() == ("ok",)
+    reader.close()
+    new.close()

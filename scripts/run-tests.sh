@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite against real servers: starts moto (SigV4 enforced) and Ceph RGW,
-# runs cargo tests, the sqlite3 shell scripts, the Python and Node suites, and always stops
+# runs cargo tests, the sqlite3 shell scripts, the Python and Node suites, SQLite's own TCL
+# tests through our VFS (scripts/sqlite-suite.sh), and always stops
 # the servers, even when a test fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,10 @@ run "cargo tests" cargo test --release
 run "sqlite3 shell tests" sqlite-tests/run.sh
 run "python tests" "$LITESTREAM_TEST_PYTHON" -m pytest -q -rfE python-tests
 run "node tests" node-tests/run.sh
+# SQLite's own TCL tests through our VFS, compared with the default VFS (file:// replicas; the
+# quick subset here, the whole list under make soak).
+run "sqlite suite" env SQLITE_SUITE_FILES="${SQLITE_SUITE_FILES:-quick}" SQLITE_SUITE_LIB="$LITESTREAM_TEST_LIB" \
+    scripts/sqlite-suite.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
     for name in "${failed[@]}"; do

@@ -166,10 +166,34 @@ impl ReplicaDb {
     /// else (a gap after L0 retention, a rewritten replica) rebuilds it from a fresh plan.
     async fn poll(&self) -> Result<(), RestoreError> {
         let current = self.latest();
-        let new_l0 = self.store.list_ltx(0, current.txid + 1).await?;
+        // Listed from the file our version ends with when it is an L0 file: if that file is
+        // still there but not the one we applied, the replica was rewritten (deleted and
+        // replicated again from scratch) and whatever follows is another history.
+        let tip = current
+            .files
+            .last()
+            .filter(|f| f.level == 0 && f.max_txid == current.txid);
+        let seek = tip.map_or(current.txid + 1, |f| f.min_txid);
+        let listed = self.store.list_ltx(0, seek).await?;
+        let rewritten = tip.is_some_and(|tip| {
+            listed.iter().any(|f| {
+                (f.min_txid, f.max_txid) == (tip.min_txid, tip.max_txid)
+                    && (f.size, f.created_at_ms) != (tip.size, tip.created_at_ms)
+            })
+        });
+        if rewritten {
+            log::warn!(
+                "{}: the replica was rewritten under this reader (its file for TXID {} changed): reading it anew",
+                self.store.describe(),
+                ltx::format_txid(current.txid)
+            );
+            let next = Version::build(&self.store, Target::Latest).await?;
+            *self.latest.write() = Arc::new(next);
+            return Ok(());
+        }
         let mut run: Vec<LtxFileInfo> = Vec::new();
         let mut cur = current.txid;
-        for f in new_l0 {
+        for f in listed.into_iter().filter(|f| f.min_txid > current.txid) {
             if f.min_txid != cur + 1 {
                 break;
             }
@@ -563,7 +587,7 @@ impl Drop for ReplicaFile {
 /// Bytes 18/19 = 1 (rollback journal: no WAL to look for); 24..28 and 92..96 (change counter
 /// and version-valid-for) = the TXID, so a new version looks like a changed file.
 fn patch_page1(buf: &mut [u8], start: usize, v: &Version) {
-    let counter = (v.txid as u32).to_be_bytes();
+    let counter = v.counter.to_be_bytes();
     let mut set = |at: usize, byte: u8| {
         if at >= start && at - start < buf.len() {
             buf[at - start] = byte;

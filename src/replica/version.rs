@@ -30,6 +30,15 @@ pub struct Version {
     pub keys: Vec<u64>,
     /// The target this version was built for (`Latest` when following).
     pub target: Target,
+    /// Page 1's change counter as served: new for every version built, so SQLite drops its
+    /// page cache whenever the version moves, even to the same TXID of a rewritten replica.
+    pub counter: u32,
+}
+
+/// The next [`Version::counter`].
+fn next_counter() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `refs` grouped into runs of adjacent frames of one file (each run one ranged GET), at most
@@ -153,6 +162,7 @@ impl Version {
             files: Vec::new(),
             keys: Vec::new(),
             target,
+            counter: next_counter(),
         };
         v.apply(store, plan).await?;
         Ok(v)
@@ -169,6 +179,7 @@ impl Version {
             files: self.files.clone(),
             keys: self.keys.clone(),
             target: self.target,
+            counter: next_counter(),
         };
         v.apply(store, files).await?;
         Ok(v)

@@ -266,9 +266,14 @@ impl Capture {
     /// Gives ownership up for good (the last connection of this process closed). The lock is
     /// an `flock` of our open file: a replicator opened anew here (the database reopened)
     /// would find it held until the old one's tasks finish, and those must not take it back.
+    /// Its files close now too, not when the replicator's tasks end: the database file is
+    /// one of SQLite's own (opened through its VFS), which a host may expect closed with
+    /// its last connection.
     pub fn resign(&mut self) {
         self.owner = None;
         self.resigned = true;
+        self.db_file = None;
+        self.wal_file = None;
     }
 
     /// Takes ownership when no other process holds it (at open; a follower retries, so one
@@ -421,6 +426,9 @@ impl Capture {
     }
 
     fn db_file(&mut self) -> io::Result<&dyn DbFile> {
+        if self.resigned {
+            return Err(io::Error::other("the database's last connection closed"));
+        }
         if self.db_file.is_none() {
             self.db_file = Some((self.open_db_file)(&self.db_path)?);
         }
