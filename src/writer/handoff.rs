@@ -283,6 +283,37 @@ impl HandoffDir {
     pub fn remove_cc(&self, counter: u32) {
         let _ = fs::remove_file(self.dir().join(Self::cc_name(counter)));
     }
+
+    /// Removes every hand-off the database state at change counter `counter` (or, with
+    /// `wal_salt1`, the WAL generation whose first salt it is) already holds: rollback-journal
+    /// hand-offs up to that counter, WAL hand-offs of earlier generations. Counters and salts
+    /// wrap: "earlier" is within half their range.
+    pub fn remove_older_than(&self, counter: Option<u32>, wal_salt1: Option<u32>) {
+        let Ok(entries) = fs::read_dir(self.dir()) else {
+            return;
+        };
+        let not_after = |n: u32, limit: u32| (limit.wrapping_sub(n) as i32) >= 0;
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".ltx") else {
+                continue;
+            };
+            let obsolete = if let Some(hex) = stem.strip_prefix("cc-") {
+                let c = u32::from_str_radix(hex, 16).ok();
+                matches!((c, counter), (Some(c), Some(limit)) if not_after(c, limit))
+            } else if let Some(rest) = stem.strip_prefix("wal-") {
+                let s1 = rest.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok());
+                matches!((s1, wal_salt1), (Some(s1), Some(cur)) if s1 != cur && not_after(s1, cur))
+            } else {
+                false
+            };
+            if obsolete {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +350,49 @@ mod tests {
         assert!(h.read_cc(6).unwrap().is_none());
         h.remove_wal(&name);
         assert!(h.wal_handoffs_with_salt1(7).is_empty());
+    }
+
+    #[test]
+    fn handoffs_the_database_already_holds_are_removed_whatever_their_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = HandoffDir::new(dir.path());
+        let handoff = Handoff {
+            page_size: 512,
+            commit: 1,
+            pages: BTreeMap::from([(1, vec![1u8; 512])]),
+        };
+        // Counters far behind (a resync skipped them), at, and after the current one; and
+        // across the wrap of the 32-bit counter.
+        for c in [3u32, 1_000, 1_100, 1_101, u32::MAX] {
+            h.write_cc(c, &handoff).unwrap();
+        }
+        let wal = |salt1| WalHandoffName {
+            salt1,
+            salt2: 1,
+            from: 32,
+        };
+        for s1 in [5u32, 90, 100, 101] {
+            h.write_wal(&wal(s1), &handoff).unwrap();
+        }
+        h.remove_older_than(Some(1_100), Some(100));
+        let kept: Vec<u32> = [3u32, 1_000, 1_100, 1_101, u32::MAX]
+            .into_iter()
+            .filter(|&c| h.read_cc(c).unwrap().is_some())
+            .collect();
+        assert_eq!(kept, vec![1_101]);
+        for (s1, kept) in [(5, false), (90, false), (100, true), (101, true)] {
+            assert_eq!(
+                h.wal_handoffs_with_salt1(s1).is_empty(),
+                !kept,
+                "salt1 {s1}"
+            );
+        }
+        // A counter just past the wrap keeps what follows it and drops what precedes it.
+        h.write_cc(u32::MAX, &handoff).unwrap();
+        h.write_cc(2, &handoff).unwrap();
+        h.remove_older_than(Some(0), None);
+        assert!(h.read_cc(u32::MAX).unwrap().is_none());
+        assert!(h.read_cc(2).unwrap().is_some());
     }
 
     #[test]

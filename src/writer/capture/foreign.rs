@@ -168,22 +168,8 @@ impl Capture {
     /// Hand-offs a full snapshot made useless: every change counter up to the current one,
     /// and WAL generations older than the cursor's.
     fn forget_handoffs_before_cursor(&mut self) {
-        if let Some(cur) = &self.wal {
-            let current = cur.header.salt1;
-            for back in 1..=16u32 {
-                for name in self
-                    .handoffs
-                    .wal_handoffs_with_salt1(current.wrapping_sub(back))
-                {
-                    self.handoffs.remove_wal(&name);
-                }
-            }
-        }
-        if let Some(counter) = self.last_counter {
-            for back in 0..16u32 {
-                self.handoffs.remove_cc(counter.wrapping_sub(back));
-            }
-        }
+        self.handoffs
+            .remove_older_than(self.last_counter, self.wal.as_ref().map(|c| c.header.salt1));
     }
 
     /// The running WAL checksum at the cursor's committed end.
