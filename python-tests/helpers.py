@@ -6,6 +6,7 @@ import os
 import pathlib
 import socket
 import sqlite3
+import struct
 import subprocess
 import threading
 import time
@@ -261,3 +262,93 @@ class BlackHole:
     def close(self):
         self.server.close()
         self.unhole()
+
+
+class FaultyStore:
+    """An HTTP front for a real S3 server that passes every request through (Host included,
+    so SigV4 signatures stay valid) except, while `mode` is set, every `every`-th one:
+    `500` (InternalError), `503` (SlowDown), `reset` (the connection reset before any
+    answer), `blackhole` (never answered while the mode lasts, then reset), `delay` (1 s
+    before forwarding), `truncate` (a response body cut in half after a full Content-Length)."""
+
+    MODES = ("500", "503", "reset", "blackhole", "delay", "truncate")
+
+    def __init__(self, upstream, every=3):
+        host, port = urllib.parse.urlparse(upstream).netloc.split(":")
+        self.upstream = (host, int(port))
+        self.mode = None
+        self.every = every
+        self.requests = 0
+        self.faults = 0
+        lock = threading.Lock()
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self):
+                with lock:
+                    front.requests += 1
+                    mode = front.mode
+                    faulty = mode is not None and front.requests % front.every == 0
+                    front.faults += faulty
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                if faulty and mode in ("500", "503"):
+                    code, name = (500, "InternalError") if mode == "500" else (503, "SlowDown")
+                    xml = f"<Error><Code>{name}</Code><Message>injected</Message></Error>".encode()
+                    self.send_response(code)
+                    self.send_header("content-type", "application/xml")
+                    self.send_header("content-length", str(len(xml)))
+                    self.end_headers()
+                    self.wfile.write(xml)
+                    return
+                if faulty and mode == "blackhole":
+                    while front.mode == "blackhole":
+                        time.sleep(0.02)
+                if faulty and mode in ("reset", "blackhole"):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                if faulty and mode == "delay":
+                    time.sleep(1.0)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn = http.client.HTTPConnection(*front.upstream, timeout=60)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if faulty and mode == "truncate" and len(data) > 1:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def set(self, mode, every=None):
+        assert mode is None or mode in self.MODES, mode
+        if every is not None:
+            self.every = every
+        self.mode = mode
+
+    def close(self):
+        self.mode = None
+        self.server.shutdown()
+        self.server.server_close()

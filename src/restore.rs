@@ -340,11 +340,42 @@ fn open_here(out: &Path) -> Option<PathBuf> {
         .find(|p| crate::writer::Replicator::find(p).is_some())
 }
 
+/// Times a plan is made again when one of its files vanished before it was read: a writer's
+/// compaction or retention deletes files that newer ones replace, between a listing and the
+/// reads that follow it.
+pub const REPLANS: usize = 3;
+
+impl RestoreError {
+    /// A file of the plan was deleted after it was listed (planning again finds its
+    /// replacement).
+    pub fn is_vanished_file(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.is_not_found())
+    }
+}
+
 /// Restores `store` at `target` into `out`. Writes `<out>.tmp`, fsyncs, removes what SQLite
 /// would apply to it (`-wal`, `-shm`, `-journal` of a database overwritten), renames, fsyncs
 /// the directory: `out` is either absent, the old file, or complete. A database this process
 /// has open with `vfs=litestream` is refused.
 pub async fn restore(
+    store: Arc<Store>,
+    out: &Path,
+    target: Target,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
+    let mut replans = 0;
+    loop {
+        match restore_once(store.clone(), out, target, opts).await {
+            Err(e) if e.is_vanished_file() && replans < REPLANS => {
+                replans += 1;
+                log::info!("restore of {}: {e}; planning again", out.display());
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn restore_once(
     store: Arc<Store>,
     out: &Path,
     target: Target,

@@ -141,10 +141,17 @@ fn trailer_checksum(tail: &[u8]) -> u64 {
 
 impl Version {
     /// The version a restore to `target` would produce, without downloading any page.
+    /// Planned again when a planned file vanished before its index was read (compaction).
     pub async fn build(store: &Store, target: Target) -> Result<Self, RestoreError> {
-        let files = restore::list_all(store, matches!(target, Target::Timestamp(_))).await?;
-        let plan = restore::plan(&files, target, &store.describe())?;
-        Self::from_plan(store, target, &plan).await
+        let mut replans = 0;
+        loop {
+            let files = restore::list_all(store, matches!(target, Target::Timestamp(_))).await?;
+            let plan = restore::plan(&files, target, &store.describe())?;
+            match Self::from_plan(store, target, &plan).await {
+                Err(e) if e.is_vanished_file() && replans < restore::REPLANS => replans += 1,
+                result => return result,
+            }
+        }
     }
 
     /// The version `plan` (a restore plan for `target`) produces.

@@ -67,8 +67,8 @@ struct ShipperStats {
     lease: lease::LeaseStatus,
     /// When the last L0 upload succeeded (ms), for maintenance to know when it is idle.
     last_upload_ms: i64,
-    /// The upload in flight: its TXID and since when (ms).
-    upload_in_flight: Option<(u64, i64)>,
+    /// The shipper's store request in flight: what it is and since when (ms).
+    store_wait: Option<(String, i64)>,
     background_error: Option<String>,
 }
 
@@ -524,11 +524,11 @@ impl Replicator {
             last_error: stats.last_error.clone().or_else(|| {
                 // A store that accepts connections and never answers fails no request for
                 // a long while: say so as soon as it is overdue.
-                let (txid, since) = stats.upload_in_flight?;
+                let (what, since) = stats.store_wait.as_ref()?;
                 let waited = now - since;
-                (waited > STALLED_UPLOAD.as_millis() as i64).then(|| {
+                (waited > STALLED_REQUEST.as_millis() as i64).then(|| {
                     format!(
-                        "the store has not answered for {} s (upload of TXID {txid:#x})",
+                        "the store has not answered for {} s ({what})",
                         waited / 1000
                     )
                 })
@@ -571,8 +571,9 @@ where
     );
 }
 
-/// An upload unanswered for longer than this shows in `last_error` while it lasts.
-pub const STALLED_UPLOAD: Duration = Duration::from_secs(5);
+/// A shipper's store request (upload, lease, listing) unanswered for longer than this shows
+/// in `last_error` while it lasts.
+pub const STALLED_REQUEST: Duration = Duration::from_secs(5);
 
 /// How long process exit waits for unshipped commits, per database.
 pub const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -183,6 +183,23 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued
     Ok(c.queue.front().cloned())
 }
 
+/// Marks a store request of the shipper in flight for the status, until dropped (also when
+/// the request's future is).
+struct StoreWait<'a>(&'a Replicator);
+
+impl<'a> StoreWait<'a> {
+    fn new(r: &'a Replicator, what: String) -> Self {
+        r.stats.lock().store_wait = Some((what, crate::timefmt::now_millis()));
+        Self(r)
+    }
+}
+
+impl Drop for StoreWait<'_> {
+    fn drop(&mut self) {
+        self.0.stats.lock().store_wait = None;
+    }
+}
+
 async fn run(r: Arc<Replicator>) {
     let mut attempt = 0u32;
     let mut last_put: Option<Instant> = None;
@@ -216,7 +233,11 @@ async fn run(r: Arc<Replicator>) {
         // commit path); we look for them before sleeping again.
         r.idle.store(false, Ordering::SeqCst);
         if r.config.lease {
-            match hold_lease(&r).await {
+            let lease = {
+                let _waiting = StoreWait::new(&r, "lease renewal".into());
+                hold_lease(&r).await
+            };
+            match lease {
                 Ok(true) => {}
                 Ok(false) => {
                     // Another writer replicates here: keep capturing locally, ship nothing,
@@ -233,7 +254,11 @@ async fn run(r: Arc<Replicator>) {
             }
         }
         if !r.capture.lock().remote_known {
-            match line_up(&r).await {
+            let lined_up = {
+                let _waiting = StoreWait::new(&r, "reading the replica's position".into());
+                line_up(&r).await
+            };
+            match lined_up {
                 Ok(()) => {}
                 Err(e) => {
                     record_error(&r, &e);
@@ -299,7 +324,7 @@ async fn run(r: Arc<Replicator>) {
         let put = async {
             let _slot = super::UPLOAD_SLOTS.acquire().await;
             last_put = Some(Instant::now());
-            r.stats.lock().upload_in_flight = Some((txid, crate::timefmt::now_millis()));
+            let _waiting = StoreWait::new(&r, format!("upload of TXID {txid:#x}"));
             match &item.location {
                 Location::Memory(body) => {
                     r.store
@@ -315,7 +340,6 @@ async fn run(r: Arc<Replicator>) {
             }
         };
         let result = put.await;
-        r.stats.lock().upload_in_flight = None;
         match result {
             Ok(_) => {
                 attempt = 0;
