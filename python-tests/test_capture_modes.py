@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 import urllib.parse
 
 import pytest
@@ -12,6 +13,11 @@ import pytest
 from helpers import Store, dump, litestream_restore
 from test_replication import open_replicated, sync
 from test_restore import restore
+
+
+def status_of(con, db):
+    doc = json.loads(con.execute("select litestream_status()").fetchone()[0])
+    return next(d for d in doc["databases"] if d["path"] == str(db))
 
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
@@ -117,11 +123,12 @@ def test_a_failed_capture_step_never_skips_sqlites_write(connect, tmp_path):
     con.close()
 
 
-@pytest.mark.parametrize("checkpoint", ["truncate", "restart", "passive"])
+@pytest.mark.parametrize("checkpoint", ["truncate", "restart", "passive", "delete-journal"])
 def test_a_full_disk_loses_no_commit_and_the_replica_heals(connect, tmp_path, checkpoint):
-    """The database (and its metadata directory) on a 3 MB tmpfs: large rows and a checkpoint
-    every 20 commits until SQLITE_FULL. Every commit SQLite reported is still there, and once
-    space is back the replica restores to exactly the local database."""
+    """The database (and its metadata directory) on a 3 MB tmpfs: large rows and (WAL) a
+    checkpoint every 20 commits, or (DELETE journal mode) none, until SQLITE_FULL. Every commit
+    SQLite reported is still there, and once space is back the replica restores to exactly
+    the local database."""
     import subprocess
     small = tmp_path / "small"
     small.mkdir()
@@ -133,14 +140,15 @@ def test_a_full_disk_loses_no_commit_and_the_replica_heals(connect, tmp_path, ch
         filler = small / "filler"
         filler.write_bytes(b"\0" * 512 * 1024)
         con = open_replicated(connect, db, url, **{"min-interval": "0"})
-        con.execute("pragma journal_mode=wal")
+        wal = checkpoint != "delete-journal"
+        con.execute(f"pragma journal_mode={'wal' if wal else 'delete'}")
         con.execute("create table t(id integer primary key, v blob)")
         committed = 0
         with pytest.raises(sqlite3.OperationalError, match="full"):
             for i in range(100000):
                 con.execute("insert into t(v) values(randomblob(20000))")
                 committed += 1
-                if i % 20 == 19:
+                if wal and i % 20 == 19:
                     con.execute(f"pragma wal_checkpoint({checkpoint})")
         assert committed > 20
         filler.unlink()  # space is back
@@ -154,5 +162,46 @@ def test_a_full_disk_loses_no_commit_and_the_replica_heals(connect, tmp_path, ch
         assert check.execute("pragma integrity_check").fetchone()[0] == "ok"
         assert check.execute("select count(*) from t").fetchone()[0] == committed
         check.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_full_replica_directory_loses_nothing_and_heals(connect, tmp_path, journal_mode):
+    """The replica (file://) on a 2 MB tmpfs that fills up while the database keeps growing:
+    every commit succeeds locally, the status names the full disk, and once space is back the
+    replica catches up: our restore and `litestream restore` give exactly the local database."""
+    import subprocess
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
+    try:
+        url = f"file://{small}/replica"
+        db = tmp_path / "app.db"
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * (1536 * 1024))
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute(f"pragma journal_mode={journal_mode}")
+        con.execute("create table t(id integer primary key, v blob)")
+        sync(con)
+        for i in range(150):  # about 3 MB of rows: more than the replica's disk holds
+            con.execute("insert into t(v) values(randomblob(20000))")
+            if journal_mode == "wal" and i % 20 == 19:
+                con.execute("pragma wal_checkpoint(truncate)")
+        assert con.execute("select count(*) from t").fetchone()[0] == 150
+        deadline = time.time() + 30
+        while "No space left" not in (status_of(con, db)["last_error"] or ""):
+            assert time.time() < deadline, f"the full replica disk is not in the status: {status_of(con, db)}"
+            time.sleep(0.1)
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        sync(con, 60000)
+        assert status_of(con, db)["last_error"] is None
+        expected = dump(db)
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == expected
+        con.close()
+        assert dump(litestream_restore(Store("file", tmp_path), url, tmp_path / "theirs.db")) == expected
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
