@@ -54,3 +54,52 @@ def test_a_silent_store_shows_in_status(connect, tmp_path, monkeypatch):
         con.close()
     finally:
         hole.close()
+
+
+def test_a_silent_store_shows_in_a_replica_readers_status(connect, tmp_path, monkeypatch):
+    """A reader following a replica whose store goes silent: its poll hangs, and the replica's
+    status says so (not a null last_error with a growing lag); when the store answers again
+    the reader catches up and the status clears."""
+    import sqlite3
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    hole = BlackHole(store.endpoint)
+    prefix = uuid.uuid4().hex
+    direct = (f"s3://{store.bucket}/{prefix}/app.db?endpoint={store.endpoint}"
+              f"&region=us-east-1&force-path-style=true")
+    silent = direct.replace(store.endpoint, hole.url)
+    db = tmp_path / "app.db"
+    try:
+        con = open_replicated(connect, db, direct, **{"min-interval": "0"})
+        con.execute("create table t(x)")
+        con.execute("insert into t values(1)")
+        sync(con)
+        reader = sqlite3.connect(f"file:{tmp_path}/view.db?vfs=litestream-replica&poll-interval=100ms"
+                                 f"&replica={urllib.parse.quote(silent, safe='')}", uri=True)
+        assert reader.execute("select count(*) from t").fetchone() == (1,)
+
+        def replica_status():
+            doc = json.loads(con.execute("select litestream_status()").fetchone()[0])
+            return next(r for r in doc["replicas"] if r["replica"].startswith("s3://"))
+
+        hole.hole()
+        deadline = time.time() + 30
+        while not (replica_status()["last_error"] or "").startswith("the store has not answered"):
+            assert time.time() < deadline, f"the replica's status looks healthy: {replica_status()}"
+            time.sleep(0.2)
+        con.execute("insert into t values(2)")
+        sync(con)
+        hole.unhole()
+        deadline = time.time() + 60
+        while reader.execute("select count(*) from t").fetchone() != (2,):
+            assert time.time() < deadline, "the reader did not catch up"
+            time.sleep(0.1)
+        deadline = time.time() + 30
+        while replica_status()["last_error"] is not None:
+            assert time.time() < deadline, f"the status did not clear: {replica_status()}"
+            time.sleep(0.1)
+        reader.close()
+        con.close()
+    finally:
+        hole.close()

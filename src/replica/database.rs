@@ -34,6 +34,8 @@ pub struct ReplicaDb {
     latest: RwLock<Arc<Version>>,
     /// When the last poll succeeded (ms), for `litestream_lag()`.
     last_poll_ms: AtomicI64,
+    /// When the poll in flight started (0: none).
+    poll_started_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
     /// The last failed read (kept: a successful poll does not clear it).
     last_read_error: Mutex<Option<String>>,
@@ -66,6 +68,7 @@ impl ReplicaDb {
             store,
             latest: RwLock::new(Arc::new(version)),
             last_poll_ms: AtomicI64::new(now_millis()),
+            poll_started_ms: AtomicI64::new(0),
             last_error: Mutex::new(None),
             last_read_error: Mutex::new(None),
             handles: AtomicUsize::new(1),
@@ -132,7 +135,10 @@ impl ReplicaDb {
                     return;
                 }
                 let interval = d.poll_interval();
-                match d.poll().await {
+                d.poll_started_ms.store(now_millis(), Ordering::Relaxed);
+                let polled = d.poll().await;
+                d.poll_started_ms.store(0, Ordering::Relaxed);
+                match polled {
                     Ok(()) => {
                         d.last_poll_ms.store(now_millis(), Ordering::Relaxed);
                         *d.last_error.lock() = None;
@@ -328,6 +334,18 @@ impl ReplicaDb {
         }
     }
 
+    /// The poll in flight, once the store has not answered it for too long.
+    fn stalled_poll(&self) -> Option<String> {
+        let started = self.poll_started_ms.load(Ordering::Relaxed);
+        let waited = now_millis() - started;
+        (started != 0 && waited > crate::storage::STALLED_REQUEST.as_millis() as i64).then(|| {
+            format!(
+                "the store has not answered for {} s (looking for new files)",
+                waited / 1000
+            )
+        })
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let v = self.latest();
         let c = &self.counters;
@@ -342,7 +360,7 @@ impl ReplicaDb {
             "page_size": v.page_size,
             "pages": v.commit,
             "lag_ms": now_millis() - self.last_poll_ms.load(Ordering::Relaxed),
-            "last_error": *self.last_error.lock(),
+            "last_error": self.last_error.lock().clone().or_else(|| self.stalled_poll()),
             "last_read_error": *self.last_read_error.lock(),
             "cache_hits": hits,
             "cache_misses": misses,

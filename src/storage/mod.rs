@@ -74,6 +74,10 @@ impl ConditionalSupport {
 /// Level of Litestream's snapshots.
 pub const SNAPSHOT_LEVEL: u8 = 9;
 
+/// A request unanswered for longer than this shows in the status (`last_error`) while it
+/// lasts: a store that accepts connections and never answers fails nothing for a long while.
+pub const STALLED_REQUEST: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A replica destination.
 pub enum Store {
     File(FileStore),

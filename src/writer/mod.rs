@@ -526,7 +526,7 @@ impl Replicator {
                 // a long while: say so as soon as it is overdue.
                 let (what, since) = stats.store_wait.as_ref()?;
                 let waited = now - since;
-                (waited > STALLED_REQUEST.as_millis() as i64).then(|| {
+                (waited > crate::storage::STALLED_REQUEST.as_millis() as i64).then(|| {
                     format!(
                         "the store has not answered for {} s ({what})",
                         waited / 1000
@@ -570,10 +570,6 @@ where
         move || task(r.clone()),
     );
 }
-
-/// A shipper's store request (upload, lease, listing) unanswered for longer than this shows
-/// in `last_error` while it lasts.
-pub const STALLED_REQUEST: Duration = Duration::from_secs(5);
 
 /// How long process exit waits for unshipped commits, per database.
 pub const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
