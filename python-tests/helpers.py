@@ -126,6 +126,23 @@ def random_workload(con, rng, steps, allow_vacuum=True):
             con.execute("insert into t(k, v) values(?, zeroblob(?))", (rng.randint(0, 10), rng.randint(0, 70000)))
 
 
+def forward(handler, upstream, headers, body):
+    """Sends `handler`'s request to `upstream` and its status and headers back (a complete
+    Content-Length); returns the response body, for the caller to write (or not)."""
+    conn = http.client.HTTPConnection(*upstream, timeout=60)
+    conn.request(handler.command, handler.path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    handler.send_response(resp.status)
+    for k, v in resp.getheaders():
+        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(k, v)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    return data
+
+
 class Proxy(http.server.BaseHTTPRequestHandler):
     """An S3 front that forwards requests to `upstream`, counting them, and dropping the
     headers in `drop` (conditional ones: like stores that ignore them)."""
@@ -138,16 +155,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in (*self.drop, "host")}
-        conn = http.client.HTTPConnection(*self.upstream)
-        conn.request(self.command, self.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
+        data = forward(self, self.upstream, headers, body)
         if self.command != "HEAD":
             self.write_body(data)
 
@@ -311,17 +319,7 @@ class FaultyStore:
                 if faulty and mode == "delay":
                     time.sleep(1.0)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                conn = http.client.HTTPConnection(*front.upstream, timeout=60)
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
+                data = forward(self, front.upstream, headers, body)
                 if self.command == "HEAD":
                     return
                 if faulty and mode == "truncate" and len(data) > 1:
