@@ -315,3 +315,36 @@ def test_closing_a_replicated_connection_keeps_the_process_locks(connect, tmp_pa
     probe_out = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(db), probe],
                                capture_output=True, text=True, timeout=60)
     assert probe_out.stdout.strip() == "taken", probe_out
+
+
+REPLACED_FOLLOWER = FOLLOWER + """con.execute("insert into t values('new file, follower')")
+try:
+    con.execute("select litestream_sync(3000)").fetchone()
+    print("synced")
+except sqlite3.OperationalError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_a_follower_on_a_replaced_database_file_is_told_not_lied_to(connect, ext_path, tmp_path, journal_mode):
+    """Another file is renamed over the database while this process owns it (and keeps the old
+    file open, as SQLite does). A process opening the path now writes another database than
+    the one replicated: its litestream_sync() must fail and say why, never report success."""
+    store, url, db, con = open_as_owner(connect, tmp_path, journal_mode)
+    con.execute("create table t(v)")
+    con.execute("insert into t values('old file')")
+    sync(con)
+    other = tmp_path / "other.db"
+    o = sqlite3.connect(other)
+    o.execute(f"pragma journal_mode={journal_mode}")
+    o.execute("create table t(v)")
+    o.execute("insert into t values('new file')")
+    o.commit()
+    o.close()
+    os.replace(other, db)
+    r = subprocess.run([sys.executable, "-c", REPLACED_FOLLOWER, ext_path, str(db), url, journal_mode],
+                       capture_output=True, text=True, env=store.env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "was replaced by another file" in r.stdout, r.stdout
+    con.close()

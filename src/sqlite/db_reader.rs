@@ -22,6 +22,8 @@ struct VfsDbFile {
     file: Box<[u64]>,
     /// The name SQLite's file keeps a pointer to for its whole life.
     _name: Box<[u8]>,
+    /// The path's inode right after the open: the file this reads from then on.
+    inode: u64,
 }
 
 // SAFETY: the unix VFS's file methods may be called from any thread; the capture that owns
@@ -61,7 +63,11 @@ pub fn open(path: &Path) -> io::Result<Box<dyn DbFile>> {
     // SAFETY: `raw` has szOsFile writable, zeroed bytes; `name` is NUL-terminated and kept
     // alive beside the file.
     let rc = unsafe { xopen(vfs, name.as_ptr() as *const _, raw, flags, &mut out_flags) };
-    let opened = VfsDbFile { file, _name: name };
+    let opened = VfsDbFile {
+        file,
+        _name: name,
+        inode: std::fs::metadata(path).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m)),
+    };
     if rc != ffi::SQLITE_OK {
         // Drop closes it only if the VFS set pMethods (it may, even on failure).
         drop(opened);
@@ -85,6 +91,10 @@ impl VfsDbFile {
 }
 
 impl DbFile for VfsDbFile {
+    fn inode(&self) -> u64 {
+        self.inode
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         let Some(read) = self.methods().and_then(|m| m.xRead) else {
             return Err(io::Error::other("database file not open"));

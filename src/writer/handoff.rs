@@ -70,6 +70,10 @@ pub struct ShippedMark {
     pub wal: Option<(u32, u32, u64)>,
     /// The change counter of the last shipped commit (rollback-journal mode).
     pub counter: Option<u32>,
+    /// The inode of the database file the owner replicates: a file put in place of it under
+    /// the owner is another database, which this mark says nothing about.
+    #[serde(default)]
+    pub inode: Option<u64>,
 }
 
 impl ShippedMark {
@@ -77,6 +81,11 @@ impl ShippedMark {
     /// from the database files by the asking process). A later WAL generation holds it too:
     /// SQLite adds one to the first salt at every restart.
     pub fn covers(&self, target: &ShippedMark) -> bool {
+        if let (Some(ours), Some(theirs)) = (target.inode, self.inode) {
+            if ours != theirs {
+                return false;
+            }
+        }
         match (target.wal, self.wal, target.counter, self.counter) {
             (Some((s1, s2, end)), Some((m1, m2, mend)), _, _) => {
                 ((m1, m2) == (s1, s2) && mend >= end) || (m1.wrapping_sub(s1) as i32) > 0

@@ -439,6 +439,15 @@ impl Replicator {
             if let Some(m) = shipped.filter(|m| m.covers(&target)) {
                 return Ok(m.txid);
             }
+            if let (Some(owners), Some(ours)) = (shipped.and_then(|m| m.inode), target.inode) {
+                if owners != ours {
+                    return Err(format!(
+                        "{} was replaced by another file since process {} opened it: that process replicates the file it has open (inode {owners}), this connection writes the new one (inode {ours}); reopen the database in every process",
+                        self.db_path.display(),
+                        owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
+                    ));
+                }
+            }
             if std::time::Instant::now() >= deadline {
                 return Err(format!(
                     "timed out after {timeout:?} waiting for the replica {} to catch up; process {} replicates this database",

@@ -480,6 +480,7 @@ impl Capture {
             txid: 0,
             wal: None,
             counter: header.map(|h| h.counter),
+            inode: self.db_file().ok().map(|f| f.inode()),
         };
         if header.is_none_or(|h| h.wal_mode) {
             if let Ok(file) = File::open(&self.wal_path) {

@@ -34,6 +34,8 @@ pub trait DbFile: Send {
     /// Reads `buf.len()` bytes at `offset`; false if the file ended first (the rest zeroed).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool>;
     fn size(&self) -> io::Result<u64>;
+    /// The inode of the file this reads (it stays that file when the path is replaced).
+    fn inode(&self) -> u64;
 
     /// Like `read_at`, but a short read is an `UnexpectedEof` error.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -1156,6 +1158,7 @@ impl Capture {
                     txid,
                     wal: q.after.wal.map(|w| (w.salt1, w.salt2, w.end)),
                     counter: q.after.counter,
+                    inode: self.db_file.as_ref().map(|f| f.inode()),
                 };
                 self.handoffs.publish_shipped(&mark)?;
             }
