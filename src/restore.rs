@@ -416,13 +416,15 @@ async fn restore_once(
             .chunks(PARALLEL_DOWNLOADS)
             .zip(paths.chunks(PARALLEL_DOWNLOADS))
         {
-            let tasks: Vec<_> = files
+            let mut tasks: tokio::task::JoinSet<_> = files
                 .iter()
                 .zip(paths)
-                .map(|(f, p)| tokio::spawn(download(store.clone(), f.clone(), p.clone())))
+                .map(|(f, p)| download(store.clone(), f.clone(), p.clone()))
                 .collect();
-            for t in tasks {
-                downloaded += t.await.map_err(|e| RestoreError::Io {
+            // On the first failure the others are aborted (dropping the set): none may write
+            // into the work directory of a next attempt.
+            while let Some(done) = tasks.join_next().await {
+                downloaded += done.map_err(|e| RestoreError::Io {
                     what: "download task".into(),
                     source: std::io::Error::other(e),
                 })??;

@@ -44,13 +44,18 @@ pub fn open(path: &Path) -> io::Result<Box<dyn DbFile>> {
             "the VFS litestream wraps is not registered",
         ));
     }
-    // SQLite's own file names end in several NULs (URI parameters follow the first one).
-    let mut name = path.as_os_str().as_bytes().to_vec();
-    if name.contains(&0) {
+    // Laid out as SQLite's own file names are: four NULs before (where sqlite3_filename_*
+    // look back), the path, several NULs after (where URI parameters would follow).
+    let path_bytes = path.as_os_str().as_bytes();
+    if path_bytes.contains(&0) {
         return Err(io::Error::other("a database path with a NUL byte"));
     }
+    let mut name = vec![0u8; 4];
+    name.extend_from_slice(path_bytes);
     name.extend_from_slice(&[0; 4]);
     let name = name.into_boxed_slice();
+    let inode_now = || std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let before = inode_now()?;
     // SAFETY: a registered VFS lives for the process; szOsFile is its file object's size.
     let (size, xopen) = unsafe { ((*vfs).szOsFile as usize, (*vfs).xOpen) };
     let Some(xopen) = xopen else {
@@ -62,17 +67,33 @@ pub fn open(path: &Path) -> io::Result<Box<dyn DbFile>> {
     let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB;
     // SAFETY: `raw` has szOsFile writable, zeroed bytes; `name` is NUL-terminated and kept
     // alive beside the file.
-    let rc = unsafe { xopen(vfs, name.as_ptr() as *const _, raw, flags, &mut out_flags) };
+    let rc = unsafe {
+        xopen(
+            vfs,
+            name[4..].as_ptr() as *const _,
+            raw,
+            flags,
+            &mut out_flags,
+        )
+    };
     let opened = VfsDbFile {
         file,
         _name: name,
-        inode: std::fs::metadata(path).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m)),
+        inode: before,
     };
     if rc != ffi::SQLITE_OK {
         // Drop closes it only if the VFS set pMethods (it may, even on failure).
         drop(opened);
         return Err(io::Error::other(format!(
             "cannot open {} through SQLite's VFS (error {rc})",
+            path.display()
+        )));
+    }
+    // The same inode before and after: it is the file opened (a rename over the path in
+    // between is answered with an error; the capture opens it again at its next use).
+    if inode_now().ok() != Some(before) {
+        return Err(io::Error::other(format!(
+            "{} was replaced while it was being opened",
             path.display()
         )));
     }

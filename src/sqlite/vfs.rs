@@ -371,12 +371,26 @@ unsafe extern "C" fn io_shm_lock(
     flags: c_int,
 ) -> c_int {
     guard(ffi::SQLITE_IOERR_SHMLOCK, || {
-        let rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-        // Releasing the WAL write lock (lock 0) ends a write transaction: frames of ours
-        // after the last commit frame were rolled back, and another process may overwrite
-        // them next.
+        let mut rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
         // SAFETY: `f` is ours.
         if let Role::Main(r) = unsafe { &handle(f).role } {
+            // The first connection to read a new WAL rebuilds its index holding the write,
+            // checkpoint and recovery locks. When that is our own consistent read, the
+            // application waits for it (briefly) instead of failing with an SQLITE_BUSY it
+            // did not cause: a single-connection application sets no busy timeout.
+            let deadline = std::time::Instant::now() + OWN_RECOVERY_WAIT;
+            while rc == ffi::SQLITE_BUSY
+                && flags & ffi::SQLITE_SHM_LOCK != 0
+                && offset <= WAL_RECOVER_LOCK
+                && r.own_snapshot_in_progress()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+            }
+            // Releasing the WAL write lock (lock 0) ends a write transaction: frames of ours
+            // after the last commit frame were rolled back, and another process may overwrite
+            // them next.
             if offset == WAL_WRITE_LOCK
                 && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
             {
@@ -390,8 +404,13 @@ unsafe extern "C" fn io_shm_lock(
     })
 }
 
-/// SQLite's WAL write lock: the first of the wal-index's lock bytes.
+/// SQLite's WAL write lock: the first of the wal-index's lock bytes (then the checkpoint
+/// and recovery locks, then the read marks).
 const WAL_WRITE_LOCK: c_int = 0;
+const WAL_RECOVER_LOCK: c_int = 2;
+
+/// Longest the application waits for our own consistent read's WAL-index recovery.
+const OWN_RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 unsafe extern "C" fn io_shm_barrier(f: *mut ffi::sqlite3_file) {
     inner_call!(f, xShmBarrier, ())

@@ -211,8 +211,8 @@ impl Replicator {
         v
     }
 
-    /// Databases closed whose replicator has not finished yet (a last upload, a compaction
-    /// pass): its descriptors are still open.
+    /// Databases closed whose replicator has not finished yet (a compaction pass, a lease
+    /// release): until it has, some of its files (`state.json`, the owner lock) stay open.
     pub fn closing_count() -> usize {
         let open = REGISTRY.lock().len();
         ALIVE.load(Ordering::SeqCst).saturating_sub(open)
@@ -439,16 +439,18 @@ impl Replicator {
             if let Some(m) = shipped.filter(|m| m.covers(&target)) {
                 return Ok(m.txid);
             }
-            if let (Some(owners), Some(ours)) = (shipped.and_then(|m| m.inode), target.inode) {
-                if owners != ours {
-                    return Err(format!(
-                        "{} was replaced by another file since process {} opened it: that process replicates the file it has open (inode {owners}), this connection writes the new one (inode {ours}); reopen the database in every process",
-                        self.db_path.display(),
-                        owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
-                    ));
-                }
-            }
             if std::time::Instant::now() >= deadline {
+                // The owner's last upload was of another file at this path: a file renamed
+                // over the database while the owner kept the old one open.
+                if let (Some(owners), Some(ours)) = (shipped.and_then(|m| m.inode), target.inode) {
+                    if owners != ours {
+                        return Err(format!(
+                            "{} was replaced by another file while process {} had it open: that process replicates the file it has open (inode {owners}), this connection writes the new one (inode {ours}); reopen the database in every process",
+                            self.db_path.display(),
+                            owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
+                        ));
+                    }
+                }
                 return Err(format!(
                     "timed out after {timeout:?} waiting for the replica {} to catch up; process {} replicates this database",
                     self.store.describe(),

@@ -334,6 +334,22 @@ impl Capture {
         if c.page_size == 0 {
             c.page_size = c.read_db_page_size().unwrap_or(0);
         }
+        // What the replica holds of this very file, for followers' `litestream_sync()`: the
+        // last mark may be of a file this one replaced (restored in place, renamed over).
+        if let (false, Some(s), Ok(file)) = (c.needs_full, saved.as_ref(), c.db_file()) {
+            let mark = ShippedMark {
+                txid: s.txid,
+                wal: s.wal.map(|w| (w.salt1, w.salt2, w.end)),
+                counter: s.counter,
+                inode: Some(file.inode()),
+            };
+            if let Err(e) = c.handoffs.publish_shipped(&mark) {
+                log::warn!(
+                    "{}: cannot publish the shipped position: {e}",
+                    db_path.display()
+                );
+            }
+        }
         // Rollback-journal mode: the saved counter, if the file is the one we saved, tells
         // whether another process committed while no owner was watching.
         if let Some(counter) = c.db_header().ok().flatten().map(|h| h.counter) {
