@@ -15,13 +15,14 @@ pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// `litestream_status([schema])`: JSON describing the extension and its databases.
 fn status(_args: &[Value]) -> Result<Output, String> {
     let databases: Vec<_> = Replicator::all().iter().map(|r| r.status()).collect();
+    let cache_bytes = crate::replica::shared_cache_bytes();
     let doc = serde_json::json!({
         "version": VERSION,
         "format": "LTX v3 (Litestream 0.5.x)",
         "vfs": crate::sqlite::vfs::registered_names(),
         "databases": databases,
         "closing": Replicator::closing_count(),
-        "replicas": ReplicaDb::all().iter().map(|r| r.status()).collect::<Vec<_>>(),
+        "replicas": ReplicaDb::all().iter().map(|r| r.status(cache_bytes)).collect::<Vec<_>>(),
         "last_open_error": *crate::sqlite::vfs::LAST_OPEN_ERROR.lock(),
     });
     Ok(Output::Text(doc.to_string()))

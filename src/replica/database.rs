@@ -346,7 +346,9 @@ impl ReplicaDb {
         })
     }
 
-    pub fn status(&self) -> serde_json::Value {
+    /// `cache_bytes`: the shared cache's size, read once for every replica of one status
+    /// document (it moves while other threads fill it).
+    pub fn status(&self, cache_bytes: u64) -> serde_json::Value {
         let v = self.latest();
         let c = &self.counters;
         let (hits, misses) = (
@@ -367,7 +369,7 @@ impl ReplicaDb {
             "cache_hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
             "gets": c.gets.load(Ordering::Relaxed),
             "prefetched_pages": c.prefetched.load(Ordering::Relaxed),
-            "cache_bytes": cache().weighted_size(),
+            "cache_bytes": cache_bytes,
             "connections": self.handles.load(Ordering::Relaxed),
         })
     }

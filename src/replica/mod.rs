@@ -9,3 +9,8 @@ mod verify;
 pub mod version;
 
 pub use database::{ReplicaConfig, ReplicaDb, ReplicaFile};
+
+/// Bytes in the page cache every replica of the process shares.
+pub fn shared_cache_bytes() -> u64 {
+    cache::cache().weighted_size()
+}

@@ -32,12 +32,13 @@ unsafe impl Send for VfsDbFile {}
 
 /// Opens `path` read-only through the VFS `litestream` wraps.
 pub fn open(path: &Path) -> io::Result<Box<dyn DbFile>> {
-    if !path.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} does not exist", path.display()),
-        ));
-    }
+    // Its kind kept (NotFound: no database yet), its message naming the file.
+    let inode_now = || {
+        std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    };
+    let before = inode_now()?;
     let vfs = parent();
     if vfs.is_null() {
         return Err(io::Error::other(
@@ -54,8 +55,6 @@ pub fn open(path: &Path) -> io::Result<Box<dyn DbFile>> {
     name.extend_from_slice(path_bytes);
     name.extend_from_slice(&[0; 4]);
     let name = name.into_boxed_slice();
-    let inode_now = || std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    let before = inode_now()?;
     // SAFETY: a registered VFS lives for the process; szOsFile is its file object's size.
     let (size, xopen) = unsafe { ((*vfs).szOsFile as usize, (*vfs).xOpen) };
     let Some(xopen) = xopen else {

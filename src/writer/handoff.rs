@@ -24,6 +24,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::meta::SavedState;
 use crate::ltx::{self, Encoder, Header};
 
 /// Where the owner's WAL capture stands, published for followers: the generation, the oldest
@@ -77,6 +78,17 @@ pub struct ShippedMark {
 }
 
 impl ShippedMark {
+    /// The mark of `state` (a durable position the replica holds, TXID `txid`) of the
+    /// database file with inode `inode`.
+    pub fn of(txid: u64, state: &SavedState, inode: Option<u64>) -> Self {
+        Self {
+            txid,
+            wal: state.wal.map(|w| (w.salt1, w.salt2, w.end)),
+            counter: state.counter,
+            inode,
+        }
+    }
+
     /// Whether the replica at this mark holds the database state `target` (a position read
     /// from the database files by the asking process). A later WAL generation holds it too:
     /// SQLite adds one to the first salt at every restart.

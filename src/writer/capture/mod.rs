@@ -337,12 +337,7 @@ impl Capture {
         // What the replica holds of this very file, for followers' `litestream_sync()`: the
         // last mark may be of a file this one replaced (restored in place, renamed over).
         if let (false, Some(s), Ok(file)) = (c.needs_full, saved.as_ref(), c.db_file()) {
-            let mark = ShippedMark {
-                txid: s.txid,
-                wal: s.wal.map(|w| (w.salt1, w.salt2, w.end)),
-                counter: s.counter,
-                inode: Some(file.inode()),
-            };
+            let mark = ShippedMark::of(s.txid, s, Some(file.inode()));
             if let Err(e) = c.handoffs.publish_shipped(&mark) {
                 log::warn!(
                     "{}: cannot publish the shipped position: {e}",
@@ -1170,12 +1165,8 @@ impl Capture {
             self.commits_shipped = self.commits_shipped.max(q.commits);
             if q.saves_position {
                 self.meta.save_state(&q.after, false)?;
-                let mark = ShippedMark {
-                    txid,
-                    wal: q.after.wal.map(|w| (w.salt1, w.salt2, w.end)),
-                    counter: q.after.counter,
-                    inode: self.db_file.as_ref().map(|f| f.inode()),
-                };
+                let inode = self.db_file.as_ref().map(|f| f.inode());
+                let mark = ShippedMark::of(txid, &q.after, inode);
                 self.handoffs.publish_shipped(&mark)?;
             }
         }
