@@ -6,6 +6,8 @@ bench/results.md.
 BENCH_SCALE (default 1.0) scales every size and duration; 0.05 is a quick smoke run.
 BENCH_SECTIONS (default all: throughput,lag,puts,restore,replica,pitr,many) runs only some sections.
 BENCH_RESTORE_BIG=1 adds a 1 GB (scaled) restore of ours, from a file:// replica (too big for the bench RGW).
+BENCH_STORES (default ceph,file) are the stores sections 1-3 run on, one after the other (a store's
+latency can hide a cost: file:// has none). Sections 4-7 run on Ceph RGW.
 """
 import datetime
 import hashlib
@@ -48,6 +50,9 @@ ALL_SECTIONS = ("throughput", "lag", "puts", "restore", "replica", "pitr", "many
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",") if x.strip()]
 assert set(SECTIONS) <= set(ALL_SECTIONS), f"BENCH_SECTIONS: unknown section in {SECTIONS}; known: {ALL_SECTIONS}"
 
+STORES = [x.strip() for x in os.environ.get("BENCH_STORES", "ceph,file").split(",") if x.strip()]
+assert set(STORES) <= {"ceph", "file"} and STORES, f"BENCH_STORES: {STORES}; known: ceph, file"
+
 RUN_ID = datetime.datetime.utcnow().strftime("bench-%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
 PROBLEMS = []  # anything of ours (or theirs) that looked wrong; reported, never hidden
 
@@ -66,6 +71,8 @@ def need(var):
 # ------------------------------------------------------------------------------------ store
 class Store:
     """The Ceph RGW bucket both tools write to, seen through boto3."""
+    name, tag = "Ceph RGW", "ceph"
+    l0_dir = "0000"
 
     def __init__(self):
         self.endpoint = need("LITESTREAM_TEST_CEPH_ENDPOINT")
@@ -86,6 +93,13 @@ class Store:
     def l0_count(self, prefix):
         return sum(1 for k in self.keys_under(prefix) if "/0000/" in k)
 
+    def poll_spec(self):
+        """What the lag poller (another process) needs to look for objects."""
+        return ("s3", self.endpoint, *self.keys, self.bucket)
+
+    def read(self, key):
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
     def server_puts(self):
         """RGW's own count of PUT requests (every kind: L0, compaction, snapshots, leases;
         refused conditional ones too), from its admin socket; None if unavailable."""
@@ -97,21 +111,55 @@ class Store:
         return json.loads(r.stdout)["rgw"]["put"] if r.returncode == 0 else None
 
     def pages(self, key):
-        """The decompressed pages of an LTX v3 file (what both tools write)."""
-        b = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        assert b[:4] == b"LTX1", f"{key}: not an LTX file"
-        page_size, pos, out = int.from_bytes(b[8:12], "big"), 100, []
-        while True:
-            pgno, flags = int.from_bytes(b[pos:pos + 4], "big"), int.from_bytes(b[pos + 4:pos + 6], "big")
-            pos += 6
-            if pgno == 0:
-                return out
-            assert flags == 1, f"{key}: page {pgno} is not an LZ4 block (flags {flags})"
-            size = int.from_bytes(b[pos:pos + 4], "big")
-            page = lz4_block(b[pos + 4:pos + 4 + size])
-            assert len(page) == page_size, f"{key}: page {pgno} decompressed to {len(page)} bytes"
-            out.append(page)
-            pos += 4 + size
+        return ltx_pages(key, self.read(key))
+
+
+class FileStore:
+    """A local directory (file://, the embedded default) both tools write to."""
+    name, tag = "file://", "file"
+    l0_dir = "ltx/0"
+    keys = None
+    server_puts = staticmethod(lambda: None)
+
+    def __init__(self):
+        self.root = WORK / "file-store"
+
+    def url(self, prefix):
+        return f"file://{self.root}/{prefix}"
+
+    def keys_under(self, prefix):
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*.ltx")) if base.exists() else []
+
+    def l0_count(self, prefix):
+        d = self.root / prefix / "ltx" / "0"
+        return sum(1 for p in d.iterdir() if p.name.endswith(".ltx")) if d.exists() else 0
+
+    def poll_spec(self):
+        return ("file", str(self.root))
+
+    def read(self, key):
+        return (self.root / key).read_bytes()
+
+    def pages(self, key):
+        return ltx_pages(key, self.read(key))
+
+
+def ltx_pages(key, b):
+    """The decompressed pages of an LTX v3 file (what both tools write)."""
+    assert b[:4] == b"LTX1", f"{key}: not an LTX file"
+    page_size, pos, out = int.from_bytes(b[8:12], "big"), 100, []
+    while True:
+        pgno, flags = int.from_bytes(b[pos:pos + 4], "big"), int.from_bytes(b[pos + 4:pos + 6], "big")
+        pos += 6
+        if pgno == 0:
+            return out
+        assert flags == 1, f"{key}: page {pgno} is not an LZ4 block (flags {flags})"
+        size = int.from_bytes(b[pos:pos + 4], "big")
+        page = lz4_block(b[pos + 4:pos + 4 + size])
+        assert len(page) == page_size, f"{key}: page {pgno} decompressed to {len(page)} bytes"
+        out.append(page)
+        pos += 4 + size
 
 
 def lz4_block(src):
@@ -156,35 +204,47 @@ def s3_client(endpoint, ak, sk):
                                                       retries={"max_attempts": 3}))
 
 
-def l0_key(prefix, txid):
-    return f"{prefix}/0000/{txid:016x}-{txid:016x}.ltx"
+def l0_key(prefix, txid, l0_dir="0000"):
+    return f"{prefix}/{l0_dir}/{txid:016x}-{txid:016x}.ltx"
 
 
-def poll_l0(endpoint, ak, sk, bucket, prefix, ready, stop, out):
+def poll_l0(spec, prefix, ready, stop, out):
     """Separate process (no GIL shared with the committing loop). Both tools write L0 files
-    as single, consecutive TXIDs, so it HEADs the next expected key every POLL_INTERVAL and
-    records when it first answers 200 (time.monotonic is system-wide). HEAD, not LIST: on
-    this RGW every response with a body (LIST, GET) reaches the client ~40 ms after the
-    server finished it (its log says 4 ms), which would swamp the lag being measured."""
-    import botocore.exceptions
-    s3 = s3_client(endpoint, ak, sk)
-    existing = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/0000/").get("Contents", [])]
+    as single, consecutive TXIDs, so it HEADs (file://: stats) the next expected key every
+    POLL_INTERVAL and records when it first answers 200 (time.monotonic is system-wide).
+    HEAD, not LIST: on this RGW every response with a body (LIST, GET) reaches the client
+    ~40 ms after the server finished it (its log says 4 ms), which would swamp the lag."""
+    if spec[0] == "file":
+        root = pathlib.Path(spec[1])
+        l0_dir = "ltx/0"
+        d = root / prefix / l0_dir
+        existing = sorted(str(p.relative_to(root)) for p in d.glob("*.ltx")) if d.exists() else []
+        exists = lambda key: (root / key).exists()
+    else:
+        import botocore.exceptions
+        _, endpoint, ak, sk, bucket = spec
+        s3 = s3_client(endpoint, ak, sk)
+        l0_dir = "0000"
+        existing = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/0000/").get("Contents", [])]
+
+        def exists(key):
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+                return True
+            except botocore.exceptions.ClientError as e:
+                if e.response["ResponseMetadata"]["HTTPStatusCode"] != 404:
+                    raise
+                return False
     txid = max((int(k.rsplit("/", 1)[1].split("-")[1][:16], 16) for k in existing), default=0) + 1
     seen, rtts = [], []
     ready.set()
     while not stop.is_set():
         t0 = time.monotonic()
-        try:
-            s3.head_object(Bucket=bucket, Key=l0_key(prefix, txid))
-            found = True
-        except botocore.exceptions.ClientError as e:
-            if e.response["ResponseMetadata"]["HTTPStatusCode"] != 404:
-                raise
-            found = False
+        found = exists(l0_key(prefix, txid, l0_dir))
         t1 = time.monotonic()
         rtts.append(t1 - t0)
         if found:
-            seen.append((t1, l0_key(prefix, txid)))
+            seen.append((t1, l0_key(prefix, txid, l0_dir)))
             txid += 1
             continue  # the next one may be there already
         time.sleep(max(0.0, POLL_INTERVAL - (time.monotonic() - t0)))
@@ -307,7 +367,8 @@ class Litestream:
         setup.close()
         env = dict(os.environ)
         env.pop("AWS_CA_BUNDLE", None)  # litestream refuses S3 while it is set
-        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = self.store.keys
+        if self.store.keys:
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = self.store.keys
         self.log = open(self.logfile, "w")
         self.proc = subprocess.Popen([need("LITESTREAM_TEST_BIN"), "replicate", str(self.path),
                                       self.store.url(self.prefix)],
@@ -356,7 +417,7 @@ def throughput(store, sync):
     """All three DBs open at once; ROUNDS blocks each, in rotating order, so slow drifts of the
     disk or of other load on the machine hit every setup alike. After each block the setup
     settles (its uploads finish) so that it does not steal CPU from the next one's block."""
-    setups = [tool(store, f"tput-{sync.lower()}") for tool in TOOLS]
+    setups = [tool(store, f"tput-{sync.lower()}-{store.tag}") for tool in TOOLS]
     cons = [t.start(sync) for t in setups]
     block = THROUGHPUT_TX // ROUNDS
     secs, last = [[] for _ in setups], [{} for _ in setups]
@@ -373,7 +434,7 @@ def throughput(store, sync):
         if n != block * ROUNDS:
             PROBLEMS.append(f"{t.label}, {t.path.name}: {n} rows after {block * ROUNDS} inserts")
         t.stop()
-        rows.append({"tool": t.label, "tps": block * ROUNDS / sum(s), "secs": sum(s), "rounds": s, **st})
+        rows.append({"store": store.name, "tool": t.label, "tps": block * ROUNDS / sum(s), "secs": sum(s), "rounds": s, **st})
     for r in rows:
         r["ratio"] = r["tps"] / rows[0]["tps"]
         per_round = [p / x for p, x in zip(rows[0]["rounds"], r["rounds"])]
@@ -388,15 +449,15 @@ def percentile(xs, p):
 
 
 def lag(store, tool):
-    t = tool(store, "lag")
+    t = tool(store, f"lag-{store.tag}")
     n = max(5, int(LAG_RATE * LAG_SECONDS))
     log(f"lag: {t.label}, {n} commits at {LAG_RATE}/s")
     con = t.start("NORMAL")
     ctx = multiprocessing.get_context("spawn")  # never fork a process with a tokio runtime in it
     ready, stop = ctx.Event(), ctx.Event()
     recv, send = ctx.Pipe(duplex=False)
-    poller = ctx.Process(target=poll_l0, args=(store.endpoint, *store.keys, store.bucket,
-                                               t.prefix, ready, stop, send), daemon=True)
+    poller = ctx.Process(target=poll_l0, args=(store.poll_spec(), t.prefix, ready, stop, send),
+                         daemon=True)
     poller.start()
     if not ready.wait(30):
         raise RuntimeError("lag poller did not start")
@@ -414,7 +475,7 @@ def lag(store, tool):
     t.stop()
     # Exact attribution: commit i wrote the unique marker `lag-<i>;`; its object is the first
     # L0 whose pages contain that marker (later ones may contain it too: pages accumulate rows).
-    all_l0 = {k for k in store.keys_under(t.prefix) if "/0000/" in k}
+    all_l0 = {k for k in store.keys_under(t.prefix) if f"/{store.l0_dir}/" in k}
     unseen = all_l0 - {k for _, k in seen} - set(existing)
     if unseen:
         PROBLEMS.append(f"{t.label}, lag: the poller missed {len(unseen)} L0 keys (not consecutive TXIDs?): "
@@ -432,13 +493,13 @@ def lag(store, tool):
         lags.append(max(0.0, first_seen[i] - cm) * 1000)
     if missing:
         PROBLEMS.append(f"{t.label}, lag: {missing} of {n} commits never showed up in an L0 object")
-    return {"tool": t.label, "commits": n, "files": len(seen), "early": early,
+    return {"store": store.name, "tool": t.label, "commits": n, "files": len(seen), "early": early,
             "p50": percentile(lags, 50) if lags else None, "p99": percentile(lags, 99) if lags else None,
             "max": max(lags) if lags else None, "head_rtt_ms": 1000 * sum(rtts) / len(rtts), **st}
 
 
 def puts(store, tool, rate, seconds):
-    t = tool(store, f"puts-{rate or 'max'}")
+    t = tool(store, f"puts-{rate or 'max'}-{store.tag}")
     log(f"PUTs: {t.label}, {rate or 'max'} commits/s for {seconds:.1f} s")
     con = t.start("NORMAL")
     puts_before = store.server_puts()
@@ -457,7 +518,7 @@ def puts(store, tool, rate, seconds):
     puts_after = store.server_puts()
     t.stop()
     all_puts = None if None in (puts_before, puts_after) else puts_after - puts_before
-    return {"tool": t.label, "target": rate, "commits": n, "rate": n / secs,
+    return {"store": store.name, "tool": t.label, "target": rate, "commits": n, "rate": n / secs,
             "per_1000": 1000 * st["l0"] / n, "all_puts": all_puts, **st}
 
 
@@ -494,20 +555,21 @@ def environment(store):
         f"- Litestream: `{need('LITESTREAM_TEST_BIN')} replicate DB s3://…` ({ls_version}), no config "
         f"file: defaults (monitor/sync interval 1 s, L1 compaction 30 s, checkpoints of its own)",
         f"- store: Ceph RGW (single node, memstore OSD: data in RAM) at {store.endpoint}, bucket "
-        f"`{store.bucket}`, one prefix per case under `{RUN_ID}/`",
+        f"`{store.bucket}`, one prefix per case under `{RUN_ID}/`; sections 1-3 run on each of "
+        f"{', '.join(STORES)} (`BENCH_STORES`; file:// is a directory `{WORK / 'file-store'}` on the databases' disk)",
     ]
 
 
 def report_throughput(tput):
     out = [f"## 1. Throughput: {(THROUGHPUT_TX // ROUNDS) * ROUNDS:,} single-row transactions, WAL",
             "", "Target: ours ÷ plain ≥ 0.95 (Litestream 0.5.17 was measured at 0.68-0.74).", "",
-            "| synchronous | setup | tx/s | ÷ plain | ÷ plain per round: median (min–max) | commit time | drain after last block | new L0 objects |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+            "| store | synchronous | setup | tx/s | ÷ plain | ÷ plain per round: median (min–max) | commit time | drain after last block | new L0 objects |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for sync, rows in tput:
         for r in rows:
             drain = "" if "drain_s" not in r else f"{r['drain_s']:.2f} s"
             l0 = "" if "l0" not in r else f"{r['l0']:,}"
-            out.append(f"| {sync} | {r['tool']} | {r['tps']:,.0f} | **{r['ratio']:.3f}** | "
+            out.append(f"| {r['store']} | {sync} | {r['tool']} | {r['tps']:,.0f} | **{r['ratio']:.3f}** | "
                        f"{r['spread'][0]:.2f} ({r['spread'][1]:.2f}–{r['spread'][2]:.2f}) | {r['secs']:.1f} s | {drain} | {l0} |")
     out += ["", f"Each setup gets its own fresh DB, all three open at once; the {THROUGHPUT_TX:,} "
             f"transactions run as {ROUNDS} blocks per setup in rotating order (plain, ours, Litestream; "
@@ -523,10 +585,10 @@ def report_lag(lags):
     out = [f"## 2. Lag at {LAG_RATE} commits/s (synchronous=NORMAL, {LAG_SECONDS:.0f} s)", "",
             "Lag = COMMIT returning → first L0 object containing it readable in the bucket. "
             "Target for ours: p50 ≤ 25 ms, p99 ≤ 100 ms (Litestream 0.5.17 defaults: p50 800 ms, p99 1.3 s).",
-            "", "| setup | commits | new L0 objects | p50 | p99 | max | mean HEAD round trip |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "", "| store | setup | commits | new L0 objects | p50 | p99 | max | mean HEAD (file://: stat) round trip |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in lags:
-        out.append(f"| {r['tool']} | {r['commits']} | {r['files']} | {fmt_ms(r['p50'])} | "
+        out.append(f"| {r['store']} | {r['tool']} | {r['commits']} | {r['files']} | {fmt_ms(r['p50'])} | "
                    f"{fmt_ms(r['p99'])} | {fmt_ms(r['max'])} | {r['head_rtt_ms']:.1f} ms |")
     out += ["", f"Method: a separate process HEADs the next expected L0 key (`<prefix>/0000/<txid>-<txid>.ltx`; "
             f"both tools write consecutive single-TXID L0 files) every {POLL_INTERVAL * 1000:.0f} ms; "
@@ -536,20 +598,20 @@ def report_lag(lags):
             "says 4 ms). Attribution is exact: commit i inserts the text `lag-<i>;`, and its object is "
             "the first L0 object whose (LZ4-decoded) pages contain that text. Commits whose object was "
             "readable before COMMIT returned (counted as 0 ms): "
-            + ", ".join(f"{r['tool']} {r['early']}" for r in lags) + ".", ""]
+            + ", ".join(f"{r['tool']} ({r['store']}) {r['early']}" for r in lags) + ".", ""]
     return "\n".join(out)
 
 
 def report_puts(put_rows):
     out = ["## 3. PUTs (new L0 objects) per 1,000 commits (synchronous=NORMAL)", "",
-            "| target rate | setup | commits | achieved commits/s | new L0 objects | **L0 PUTs per 1,000 commits** | `uploads` (ours) | all PUTs (RGW counter) | all PUTs per 1,000 commits |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| store | target rate | setup | commits | achieved commits/s | new L0 objects | **L0 PUTs per 1,000 commits** | `uploads` (ours) | all PUTs (RGW counter) | all PUTs per 1,000 commits |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in put_rows:
         target = f"{r['target']:,}/s" if r["target"] else "as fast as possible (10,000/s target)"
         uploads = f"{r['uploads']:,}" if "uploads" in r else ""
         everything = ("n/a | n/a" if r["all_puts"] is None
                       else f"{r['all_puts']:,} | {1000 * r['all_puts'] / r['commits']:,.1f}")
-        out.append(f"| {target} | {r['tool']} | {r['commits']:,} | {r['rate']:,.1f} | {r['l0']:,} | "
+        out.append(f"| {r['store']} | {target} | {r['tool']} | {r['commits']:,} | {r['rate']:,.1f} | {r['l0']:,} | "
                    f"**{r['per_1000']:,.1f}** | {uploads} | {everything} |")
     out += ["", "Paced rates sleep to an absolute schedule; the fastest case commits in a tight loop for "
             f"{PUT_CASES[2][1]:.0f} s. New L0 objects are counted by listing the case's prefix after "
@@ -1443,12 +1505,14 @@ def main():
     began = time.monotonic()
     done = {}  # section number -> its markdown
     try:
+        stores = [{"ceph": store, "file": FileStore()}[name] for name in STORES]
         if "throughput" in SECTIONS:
-            done["1"] = report_throughput([(s, throughput(store, s)) for s in ("NORMAL", "FULL")])
+            done["1"] = report_throughput([(s, throughput(st, s)) for st in stores for s in ("NORMAL", "FULL")])
         if "lag" in SECTIONS:
-            done["2"] = report_lag([lag(store, tool) for tool in (Ours, Litestream)])
+            done["2"] = report_lag([lag(st, tool) for st in stores for tool in (Ours, Litestream)])
         if "puts" in SECTIONS:
-            done["3"] = report_puts([puts(store, tool, rate, secs) for rate, secs in PUT_CASES for tool in (Ours, Litestream)])
+            done["3"] = report_puts([puts(st, tool, rate, secs) for st in stores
+                                     for rate, secs in PUT_CASES for tool in (Ours, Litestream)])
         if "restore" in SECTIONS:
             t = time.monotonic()
             done["4"] = report_restore(restore_section(store))

@@ -205,3 +205,56 @@ def test_a_full_replica_directory_loses_nothing_and_heals(connect, tmp_path, jou
         assert dump(litestream_restore(Store("file", tmp_path), url, tmp_path / "theirs.db")) == expected
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["file", "moto"])
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect, tmp_path, monkeypatch, kind, journal_mode):
+    """#12 case 10: a 24 MB database on a 40 MB filesystem, so its spool cannot hold a full
+    snapshot. The first snapshot, and the resync after a plain-SQLite process's commits, are
+    streamed from the database to the store: replication never stalls, the application's
+    commits never meet a disk the spool filled, and both restores give the local database."""
+    import subprocess
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], check=True)
+    try:
+        url = store.url("app.db")
+        db = small / "app.db"
+        plain = sqlite3.connect(db, isolation_level=None)
+        plain.execute("create table t(id integer primary key, v blob)")
+        plain.execute("with recursive n(i) as (select 1 union all select i+1 from n where i < 1200) "
+                      "insert into t(v) select randomblob(20000) from n")
+        plain.execute(f"pragma journal_mode={journal_mode}")
+        plain.close()
+        free = os.statvfs(small)
+        assert free.f_bavail * free.f_frsize < os.path.getsize(db), "the spool must not fit"
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute("insert into t(v) values(randomblob(100))")
+        sync(con, 120000)
+        assert status_of(con, db)["last_error"] is None
+        # Commits of a process without the extension, out of the WAL before the owner reads
+        # them (DELETE mode: always a change it can only see whole): a resync snapshot.
+        plain = sqlite3.connect(db, isolation_level=None)
+        plain.execute("update t set v = randomblob(20000) where id % 5 = 0")
+        plain.execute("pragma wal_checkpoint(truncate)")
+        plain.close()
+        for i in range(20):
+            con.execute("insert into t(v) values(randomblob(1000))")
+        sync(con, 120000)
+        st = status_of(con, db)
+        assert st["last_error"] is None, st
+        spool = small / ".app.db-litestream" / "spool"
+        if spool.exists():
+            assert sum(f.stat().st_size for f in spool.iterdir()) < 8 << 20
+        expected = dump(db)
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == expected
+        con.close()
+        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{ObjectMeta, PutCondition, Result, StorageError};
+use super::{ObjectMeta, PutCondition, Result, StorageError, WrittenBody};
 
 pub struct FileStore {
     root: PathBuf,
@@ -180,6 +180,32 @@ impl FileStore {
         blocking(move || copy_blocking(&from, &to, &condition, modified)).await
     }
 
+    /// Writes `key` from what `body` writes (see `put`).
+    pub async fn put_written(
+        &self,
+        key: &str,
+        body: WrittenBody,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let path = self.path(key);
+        blocking(move || {
+            write_blocking(&path, &condition, timestamp_ms, |f| {
+                let mut counted = CountingWriter::new(io::BufWriter::new(f));
+                (body.write)(&mut counted)?;
+                counted.flush()?;
+                if counted.count != body.length {
+                    return Err(io::Error::other(format!(
+                        "the body came to {} bytes where {} were announced",
+                        counted.count, body.length
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     pub async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<()> {
         let path = self.path(key);
         let if_match = if_match.map(str::to_string);
@@ -235,14 +261,48 @@ fn put_blocking(
     condition: &PutCondition,
     timestamp_ms: Option<i64>,
 ) -> Result<String> {
+    write_blocking(path, condition, timestamp_ms, |mut f| f.write_all(body))
+}
+
+/// Counts the bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> CountingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self { inner, count: 0 }
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `path` with what `fill` writes into a new temp file, if `condition` holds.
+fn write_blocking(
+    path: &Path,
+    condition: &PutCondition,
+    timestamp_ms: Option<i64>,
+    fill: impl FnOnce(&File) -> io::Result<()>,
+) -> Result<String> {
     let tmp = temp_beside(path)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        f.write_all(body).map_err(io_err(&tmp))?;
+        fill(&f).map_err(io_err(&tmp))?;
         if let Some(ms) = timestamp_ms {
             let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
             f.set_times(
@@ -331,4 +391,52 @@ fn install(tmp: &Path, path: &Path, condition: &PutCondition) -> Result<String> 
     }
     fsync_dir(dir).map_err(io_err(dir))?;
     Ok(etag_of(&fs::metadata(path).map_err(io_err(path))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(length: u64, bytes: &'static [u8]) -> WrittenBody {
+        WrittenBody {
+            length,
+            write: std::sync::Arc::new(move |out| out.write_all(bytes)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_written_body_becomes_the_object_only_at_its_announced_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().to_path_buf());
+        let err = store
+            .put_written(
+                "a/short",
+                body(10, b"12345"),
+                PutCondition::IfNoneMatch,
+                None,
+            )
+            .await
+            .expect_err("a short body must fail");
+        assert!(err.to_string().contains("announced"), "{err}");
+        assert!(!dir.path().join("a/short").exists());
+        assert_eq!(
+            fs::read_dir(dir.path().join("a")).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+        store
+            .put_written(
+                "a/ok",
+                body(5, b"12345"),
+                PutCondition::IfNoneMatch,
+                Some(1000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fs::read(dir.path().join("a/ok")).unwrap(), b"12345");
+        let again = store
+            .put_written("a/ok", body(5, b"54321"), PutCondition::IfNoneMatch, None)
+            .await;
+        assert!(again.unwrap_err().is_precondition_failed());
+    }
 }

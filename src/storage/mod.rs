@@ -41,6 +41,17 @@ pub struct ObjectMeta {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Writes a body into the writer it is given (blocking); called once per upload attempt.
+pub type WriteFn = dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Send + Sync;
+
+/// An upload body neither in memory nor in a file: written on demand by a blocking writer,
+/// to exactly `length` bytes.
+#[derive(Clone)]
+pub struct WrittenBody {
+    pub length: u64,
+    pub write: std::sync::Arc<WriteFn>,
+}
+
 /// When a PUT may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
@@ -262,6 +273,22 @@ impl Store {
         match self {
             Self::File(f) => f.put_file(&key, src, condition, ts).await,
             Self::S3(s) => s.put_file(&key, src, condition, ts).await,
+        }
+    }
+
+    /// Uploads an LTX file whose bytes `body` writes as they are sent.
+    pub async fn put_ltx_written(
+        &self,
+        level: u8,
+        header: &ltx::Header,
+        body: WrittenBody,
+        condition: PutCondition,
+    ) -> Result<String> {
+        let key = self.ltx_key(level, header.min_txid, header.max_txid);
+        let ts = Some(header.timestamp);
+        match self {
+            Self::File(f) => f.put_written(&key, body, condition, ts).await,
+            Self::S3(s) => s.put_written(&key, body, condition, ts).await,
         }
     }
 

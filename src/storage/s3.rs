@@ -13,7 +13,7 @@ use rusty_s3::{Bucket, S3Action, UrlStyle};
 
 use super::retry::with_retries;
 use super::url::S3Config;
-use super::{ConditionalSupport, ObjectMeta, PutCondition, Result, StorageError};
+use super::{ConditionalSupport, ObjectMeta, PutCondition, Result, StorageError, WrittenBody};
 use crate::timefmt;
 
 /// Longest time one request may take, body included.
@@ -482,6 +482,20 @@ impl S3Store {
             .await
     }
 
+    /// Uploads what `body` writes, as it writes it (memory stays small whatever its size).
+    pub async fn put_written(
+        &self,
+        key: &str,
+        body: WrittenBody,
+        condition: PutCondition,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let length = body.length;
+        let make = || Ok(reqwest::Body::wrap_stream(written_stream(body.clone())));
+        self.put_body(key, length, make, condition, timestamp_ms)
+            .await
+    }
+
     /// One PUT; `body` makes the body afresh for each attempt.
     async fn put_body(
         &self,
@@ -706,5 +720,123 @@ impl S3Store {
             Ok(()) => false,
         };
         Ok(support)
+    }
+}
+
+/// Bytes a written body sends at a time.
+const WRITTEN_CHUNK: usize = 1 << 20;
+
+/// The bytes `body` writes, as a stream: the writer runs on a blocking thread and waits
+/// while the request is slower than it. A writer error, or a length other than announced,
+/// ends the stream with an error, so the request fails and no object is made.
+fn written_stream(
+    body: WrittenBody,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(WRITTEN_CHUNK),
+            sent: 0,
+        };
+        let written = (body.write)(&mut out).and_then(|()| {
+            let total = out.sent + out.buf.len() as u64;
+            if total != body.length {
+                return Err(std::io::Error::other(format!(
+                    "the body came to {total} bytes where {} were announced",
+                    body.length
+                )));
+            }
+            out.send_buffer()
+        });
+        if let Err(e) = written {
+            // The request may be gone already (then nobody listens).
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// A blocking writer feeding [`written_stream`].
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+    sent: u64,
+}
+
+impl ChannelWriter {
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(WRITTEN_CHUNK),
+        ));
+        self.sent += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the upload ended before its body was written"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(WRITTEN_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == WRITTEN_CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(n)
+    }
+
+    /// The last partial chunk is sent only once the length is checked (a flush sends none).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn body(length: u64, actual: usize) -> WrittenBody {
+        WrittenBody {
+            length,
+            write: std::sync::Arc::new(move |out| out.write_all(&vec![7u8; actual])),
+        }
+    }
+
+    async fn collect(body: WrittenBody) -> (usize, Option<std::io::Error>) {
+        let mut stream = Box::pin(written_stream(body));
+        let mut got = 0;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => got += chunk.len(),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn a_written_body_streams_in_chunks_and_ends_with_its_last_bytes() {
+        let n = 2 * WRITTEN_CHUNK + 5;
+        let (got, err) = collect(body(n as u64, n)).await;
+        assert_eq!(got, n);
+        assert!(err.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_written_body_of_another_length_ends_in_an_error_before_its_tail() {
+        for (announced, actual) in [(100u64, 99usize), (100, 101), (WRITTEN_CHUNK as u64, 10)] {
+            let (got, err) = collect(body(announced, actual)).await;
+            let err = err.expect("a length mismatch must fail the stream");
+            assert!(err.to_string().contains("announced"), "{err}");
+            assert!((got as u64) < announced.max(1), "{got} of {announced} sent");
+        }
     }
 }

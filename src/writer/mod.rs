@@ -262,18 +262,24 @@ impl Replicator {
     }
 
     /// Runs `f` on the capture state while the database is held still by a read
-    /// transaction of our own. Err when the transaction cannot be had now (a writer holds the
+    /// transaction of our own, then `then` on its result in the same transaction with the
+    /// capture free again. Err when the transaction cannot be had now (a writer holds the
     /// database longer than the busy timeout, a hot journal, no database file yet).
-    fn with_database_still<T>(&self, f: impl FnOnce(&mut Capture) -> T) -> Result<T, String> {
+    fn with_database_still<T, U>(
+        &self,
+        f: impl FnOnce(&mut Capture) -> T,
+        then: impl FnOnce(T) -> U,
+    ) -> Result<U, String> {
         let read = CONSISTENT_READ
             .get()
             .ok_or_else(|| "no consistent-read provider".to_string())?;
-        let mut f = Some(f);
+        let mut steps = Some((f, then));
         let mut out = None;
         self.snapshot_reading.store(true, Ordering::SeqCst);
         let result = read(&self.db_path, &mut || {
-            if let Some(f) = f.take() {
-                out = Some(f(&mut self.capture.lock()));
+            if let Some((f, then)) = steps.take() {
+                let t = f(&mut self.capture.lock());
+                out = Some(then(t));
             }
         });
         self.snapshot_reading.store(false, Ordering::SeqCst);

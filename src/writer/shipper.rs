@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::capture::Location;
+use super::capture::{Location, Queued};
 use super::Replicator;
-use crate::storage::{PutCondition, StorageError};
+use crate::storage::{PutCondition, StorageError, WrittenBody};
 
 /// Longest pause between retries of a failing upload.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -153,22 +153,41 @@ async fn poll_foreign(r: &Arc<Replicator>) -> bool {
     }
 }
 
+/// What the shipper does next.
+enum Next {
+    Upload(Queued),
+    /// A streamed snapshot, uploaded already (inside the read transaction it needs).
+    Uploaded(Queued, crate::storage::Result<String>),
+}
+
 /// Seals the next file: under a read transaction when it must see the database whole (a
 /// full snapshot, or other processes' commits to resolve). None: nothing to ship now.
-fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued>> {
+/// Runs on a blocking thread (it reads files, and may upload while holding the database).
+fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
     let now = crate::timefmt::now_millis();
     let wants_read = {
         let c = r.capture.lock();
         c.queue.is_empty() && c.needs_consistent_read()
     };
     if wants_read {
-        let sealed = r.with_database_still(|c| {
-            c.poll_foreign(true)?;
-            if c.queue.is_empty() {
-                c.seal_next(now, false, true)?;
-            }
-            Ok::<_, std::io::Error>(c.queue.front().cloned())
-        });
+        let sealed = r.with_database_still(
+            |c| {
+                c.poll_foreign(true)?;
+                if c.queue.is_empty() {
+                    c.seal_next(now, false, true)?;
+                }
+                Ok::<_, std::io::Error>(c.queue.front().cloned())
+            },
+            // The capture's lock is free again (this process's writers go on); the read
+            // transaction still holds every page a streamed snapshot reads.
+            |sealed| match sealed {
+                Ok(Some(item)) if matches!(item.location, Location::Stream(_)) => {
+                    let uploaded = tokio::runtime::Handle::current().block_on(upload(r, &item));
+                    Ok(Some(Next::Uploaded(item, uploaded)))
+                }
+                other => other.map(|item| item.map(Next::Upload)),
+            },
+        );
         match sealed {
             Ok(result) => return result,
             // Not now (a writer holds the database, no file yet): the next pass tries again,
@@ -180,7 +199,40 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<super::capture::Queued
     if c.queue.is_empty() {
         c.seal_next(now, false, false)?;
     }
-    Ok(c.queue.front().cloned())
+    if let Some(Location::Stream(_)) = c.queue.front().map(|q| &q.location) {
+        // Its read transaction has ended (its upload failed): the pages may have moved.
+        c.drop_queue();
+        c.needs_full = true;
+        return Ok(None);
+    }
+    Ok(c.queue.front().cloned().map(Next::Upload))
+}
+
+/// Uploads one queued file to L0, never over an existing one.
+async fn upload(r: &Replicator, item: &Queued) -> crate::storage::Result<String> {
+    let _slot = super::UPLOAD_SLOTS.acquire().await;
+    let txid = item.header.min_txid;
+    let _waiting = StoreWait::new(r, format!("upload of TXID {txid:#x}"));
+    let (level, header, condition) = (0, &item.header, PutCondition::IfNoneMatch);
+    match &item.location {
+        Location::Memory(body) => {
+            r.store
+                .put_ltx(level, header, body.clone(), condition)
+                .await
+        }
+        // Streamed from disk: a spooled snapshot may be as large as the database.
+        Location::Spool(path, _) => r.store.put_ltx_file(level, header, path, condition).await,
+        Location::Stream(snapshot) => {
+            let snapshot = snapshot.clone();
+            let body = WrittenBody {
+                length: snapshot.length,
+                write: Arc::new(move |out| snapshot.write_to(out).map(|_| ())),
+            };
+            r.store
+                .put_ltx_written(level, header, body, condition)
+                .await
+        }
+    }
 }
 
 /// Marks a store request of the shipper in flight for the status, until dropped (also when
@@ -283,10 +335,10 @@ async fn run(r: Arc<Replicator>) {
             let r2 = r.clone();
             tokio::task::spawn_blocking(move || next_to_ship(&r2)).await
         };
-        let item = match next {
-            Ok(Ok(Some(item))) => {
+        let next = match next {
+            Ok(Ok(Some(next))) => {
                 r.idle.store(false, Ordering::SeqCst);
-                item
+                next
             }
             Ok(Ok(None)) => {
                 // Nothing to seal yet (or not now: a rollback journal is live): the commit
@@ -307,39 +359,39 @@ async fn run(r: Arc<Replicator>) {
                 continue;
             }
         };
-        if let Location::Spool(path, _) = &item.location {
-            if let Err(e) = std::fs::File::open(path) {
-                record_error(
-                    &r,
-                    &format!("cannot read spooled {}: {e}; resyncing", path.display()),
-                );
+        let (item, result) = match next {
+            Next::Upload(item) => {
+                if let Location::Spool(path, _) = &item.location {
+                    if let Err(e) = std::fs::File::open(path) {
+                        record_error(
+                            &r,
+                            &format!("cannot read spooled {}: {e}; resyncing", path.display()),
+                        );
+                        let mut c = r.capture.lock();
+                        c.drop_queue();
+                        c.needs_full = true;
+                        continue;
+                    }
+                }
+                last_put = Some(Instant::now());
+                let result = upload(&r, &item).await;
+                (item, result)
+            }
+            Next::Uploaded(item, result) => {
+                last_put = Some(Instant::now());
+                (item, result)
+            }
+        };
+        let size = item.location.size();
+        let txid = item.header.min_txid;
+        if result.is_err() {
+            if let Location::Stream(_) = item.location {
+                // Its read transaction is over: the next pass takes a new snapshot.
                 let mut c = r.capture.lock();
                 c.drop_queue();
                 c.needs_full = true;
-                continue;
             }
         }
-        let size = item.location.size();
-        let txid = item.header.min_txid;
-        let put = async {
-            let _slot = super::UPLOAD_SLOTS.acquire().await;
-            last_put = Some(Instant::now());
-            let _waiting = StoreWait::new(&r, format!("upload of TXID {txid:#x}"));
-            match &item.location {
-                Location::Memory(body) => {
-                    r.store
-                        .put_ltx(0, &item.header, body.clone(), PutCondition::IfNoneMatch)
-                        .await
-                }
-                // Streamed from disk: a spooled snapshot may be as large as the database.
-                Location::Spool(path, _) => {
-                    r.store
-                        .put_ltx_file(0, &item.header, path, PutCondition::IfNoneMatch)
-                        .await
-                }
-            }
-        };
-        let result = put.await;
         match result {
             Ok(_) => {
                 attempt = 0;

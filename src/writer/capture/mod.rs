@@ -13,12 +13,16 @@
 //! the extension) a full snapshot: `foreign` finds them.
 
 mod foreign;
+mod stream;
+
+pub use stream::StreamedSnapshot;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -91,6 +95,9 @@ pub enum Location {
     Memory(Bytes),
     /// A file in the spool, and its size.
     Spool(PathBuf, u64),
+    /// A full snapshot encoded as it uploads: valid only under the read transaction it was
+    /// planned in (the shipper uploads it there and then; anything else drops it).
+    Stream(Arc<StreamedSnapshot>),
 }
 
 impl Location {
@@ -98,6 +105,7 @@ impl Location {
         match self {
             Self::Memory(b) => b.len() as u64,
             Self::Spool(_, size) => *size,
+            Self::Stream(s) => s.length,
         }
     }
 }
@@ -184,6 +192,32 @@ const HOLD_LIMIT: u64 = 64 << 20;
 
 /// Files up to this size (in page bytes) are encoded in memory; larger ones into the spool.
 const ENCODE_IN_MEMORY_LIMIT: u64 = 8 << 20;
+
+/// Free space a full snapshot must leave in the spool's filesystem, else it is streamed.
+const SPOOL_HEADROOM: u64 = 64 << 20;
+
+/// Reads the page of the WAL frame at `at` into `buf`; an error if that frame is no longer
+/// `pgno`'s in the generation with `salts`. Another process may restart the WAL and overwrite
+/// any frame (it writes a frame's header before its page): a header still of our generation
+/// and page after the read means the page read was ours.
+fn read_wal_page(
+    wal: &File,
+    at: u64,
+    pgno: u32,
+    salts: Option<(u32, u32)>,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    wal.read_exact_at(buf, at + FRAME_HEADER_SIZE)?;
+    let mut head = [0u8; FRAME_HEADER_SIZE as usize];
+    wal.read_exact_at(&mut head, at)?;
+    let fh = FrameHeader::parse(&head);
+    if Some((fh.salt1, fh.salt2)) != salts || fh.pgno != pgno {
+        return Err(io::Error::other(format!(
+            "WAL frame at {at} of page {pgno} was overwritten by another process before it was shipped"
+        )));
+    }
+    Ok(())
+}
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -809,21 +843,8 @@ impl Capture {
         match source {
             Some(PageSource::Data(b)) => buf.copy_from_slice(b),
             Some(PageSource::Wal(at)) => {
-                let at = *at;
                 let salts = self.wal.as_ref().map(|c| (c.header.salt1, c.header.salt2));
-                let file = self.wal_file()?;
-                file.read_exact_at(buf, at + FRAME_HEADER_SIZE)?;
-                // Another process may restart the WAL and overwrite this frame at any time
-                // (it writes a frame's header before its page): a header still of our
-                // generation and page after the read means the page read was ours.
-                let mut head = [0u8; FRAME_HEADER_SIZE as usize];
-                file.read_exact_at(&mut head, at)?;
-                let fh = FrameHeader::parse(&head);
-                if Some((fh.salt1, fh.salt2)) != salts || fh.pgno != pgno {
-                    return Err(io::Error::other(format!(
-                        "WAL frame at {at} of page {pgno} was overwritten by another process before it was shipped"
-                    )));
-                }
+                read_wal_page(self.wal_file()?, *at, pgno, salts, buf)?;
             }
             None => {
                 // From the database file; pages past its end are zero (growth not yet written).
@@ -965,7 +986,7 @@ impl Capture {
             .into_iter()
             .collect();
         let header = Header::new(self.page_size, commit, txid, txid, now_ms);
-        let location = match self.encode(header, &pgnos, &sources) {
+        let location = match self.encode(header, &pgnos, &sources, full) {
             Ok(location) => location,
             Err(e) if !full => {
                 // Nothing is lost: the pages stay pending. A frame another process overwrote
@@ -1000,10 +1021,15 @@ impl Capture {
             }
         };
         log::debug!(
-            "{}: sealed TXID {txid:#x}: {} pages, commit {commit}, {}, change counter {:?}",
+            "{}: sealed TXID {txid:#x}: {} pages, commit {commit}, {}{}, change counter {:?}",
             self.db_path.display(),
             pgnos.len(),
             if full { "full" } else { "incremental" },
+            if let Location::Stream(_) = location {
+                ", streamed"
+            } else {
+                ""
+            },
             after.counter
         );
         self.needs_full = false;
@@ -1021,33 +1047,85 @@ impl Capture {
     }
 
     /// Encodes an LTX file. A large one (a snapshot, a big transaction) is encoded straight
-    /// into the spool and streamed from there: no database-sized buffer in memory.
+    /// into the spool and streamed from there: no database-sized buffer in memory. A full
+    /// snapshot the spool's filesystem has no room for is streamed from the database itself
+    /// (never filling the disk the application writes to).
     fn encode(
         &mut self,
         header: Header,
         pgnos: &[u32],
         sources: &BTreeMap<u32, PageSource>,
+        full: bool,
     ) -> io::Result<Location> {
         let txid = header.min_txid;
-        if pgnos.len() as u64 * u64::from(self.page_size) <= ENCODE_IN_MEMORY_LIMIT {
+        let raw = pgnos.len() as u64 * u64::from(self.page_size);
+        if raw <= ENCODE_IN_MEMORY_LIMIT {
             let enc = Encoder::new(Vec::new(), header).map_err(other)?;
             return Ok(Location::Memory(Bytes::from(
                 self.encode_pages(enc, pgnos, sources)?,
             )));
         }
-        let (path, file) = self.meta.spool_file(txid)?;
-        let encoded = Encoder::new(io::BufWriter::new(file), header)
-            .map_err(other)
-            .and_then(|enc| self.encode_pages(enc, pgnos, sources))
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .and_then(|f| f.metadata());
+        if full && !self.spool_has_room(raw) {
+            return self.stream(header, pgnos, sources);
+        }
+        let encoded = self.meta.spool_file(txid).and_then(|(path, file)| {
+            let meta = Encoder::new(io::BufWriter::new(file), header)
+                .map_err(other)
+                .and_then(|enc| self.encode_pages(enc, pgnos, sources))
+                .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                .and_then(|f| f.metadata())?;
+            Ok(Location::Spool(path, meta.len()))
+        });
         match encoded {
-            Ok(meta) => Ok(Location::Spool(path, meta.len())),
+            Ok(location) => Ok(location),
             Err(e) => {
                 self.meta.unspool(txid);
+                if full && crate::sysfile::is_disk_full(&e) {
+                    return self.stream(header, pgnos, sources);
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Whether the spool's filesystem can take `raw` bytes of pages and keep headroom for
+    /// the application's own writes (it is usually the database's filesystem).
+    fn spool_has_room(&self, raw: u64) -> bool {
+        let dir = self.meta.dir();
+        let probe = if dir.exists() {
+            dir
+        } else {
+            dir.parent().unwrap_or(dir)
+        };
+        match crate::sysfile::available_bytes(probe) {
+            Ok(free) => free >= raw.saturating_add(SPOOL_HEADROOM),
+            Err(_) => true, // unknown: try, and stream if it fills up
+        }
+    }
+
+    fn stream(
+        &mut self,
+        header: Header,
+        pgnos: &[u32],
+        sources: &BTreeMap<u32, PageSource>,
+    ) -> io::Result<Location> {
+        log::warn!(
+            "{}: no room in the spool ({}) for a full snapshot of {} pages; streaming it from the database",
+            self.db_path.display(),
+            self.meta.spool_dir().display(),
+            pgnos.len()
+        );
+        let salts = self.wal.as_ref().map(|c| (c.header.salt1, c.header.salt2));
+        let plan = StreamedSnapshot::plan(
+            header,
+            pgnos.to_vec(),
+            sources.clone(),
+            salts,
+            self.db_path.clone(),
+            self.wal_path.clone(),
+            self.open_db_file,
+        )?;
+        Ok(Location::Stream(Arc::new(plan)))
     }
 
     /// Encodes `pgnos` (their bytes from `sources`, else the database file) and finishes.
@@ -1115,6 +1193,7 @@ impl Capture {
                 .ok()?
                 .read_exact_at(&mut tail, size.checked_sub(8)?)
                 .ok()?,
+            Location::Stream(_) => return None,
         }
         Some(u64::from_be_bytes(tail))
     }
