@@ -211,9 +211,10 @@ def test_a_full_replica_directory_loses_nothing_and_heals(connect, tmp_path, jou
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect, tmp_path, monkeypatch, kind, journal_mode):
     """#12 case 10: a 24 MB database on a 40 MB filesystem, so its spool cannot hold a full
-    snapshot. The first snapshot, and the resync after a plain-SQLite process's commits, are
-    streamed from the database to the store: replication never stalls, the application's
-    commits never meet a disk the spool filled, and both restores give the local database."""
+    snapshot. The first snapshot, a 9 MB transaction, and the resync after a plain-SQLite
+    process's commits are streamed from the database to the store: replication never stalls,
+    the application's commits never meet a disk the spool filled, and both restores give the
+    local database."""
     import subprocess
     store = Store(kind, tmp_path)
     for k, v in store.env().items():
@@ -236,6 +237,11 @@ def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect,
         con.execute("insert into t(v) values(randomblob(100))")
         sync(con, 120000)
         assert status_of(con, db)["last_error"] is None
+        # A transaction too big for memory (over 8 MiB of pages) and for the spool's room:
+        # its pages stay pending and a streamed full snapshot ships them.
+        con.execute("update t set v = randomblob(20000) where id <= 450")
+        sync(con, 120000)
+        assert status_of(con, db)["full_snapshots"] >= 2, status_of(con, db)
         # Commits of a process without the extension, out of the WAL before the owner reads
         # them (DELETE mode: always a change it can only see whole): a resync snapshot.
         plain = sqlite3.connect(db, isolation_level=None)

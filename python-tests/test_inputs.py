@@ -385,3 +385,50 @@ def test_restore_refuses_to_overwrite_a_database_open_here(connect, tmp_path):
     w.execute("insert into t values(3, '')")
     sync(w)
     w.close()
+
+
+def test_an_open_error_is_the_threads_own_and_its_paths(connect, tmp_path):
+    """Two threads open with a mistyped parameter each: each thread's status names its own
+    mistake (one process-wide slot would give both the later one), `open_errors` names both
+    paths, and a path that then opens is dropped from it."""
+    import threading
+    connect()  # loads the extension
+    store = Store("file", tmp_path)
+    url = urllib.parse.quote(store.url("x.db"), safe="")
+    seen = {}
+
+    def bad_open(name, param, go, done):
+        go.wait(10)
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            sqlite3.connect(f"file:{tmp_path}/{name}?vfs=litestream&replica={url}&{param}=1",
+                            uri=True).execute("select 1").fetchall()
+        done.set()
+        # Both have failed before either reads its own.
+        both.wait(10)
+        # A connection of this thread's own (the fixture's may only close in its thread); the
+        # extension, loaded once, adds its functions to every connection.
+        con = sqlite3.connect(":memory:")
+        seen[name] = json.loads(con.execute("select litestream_status()").fetchone()[0])["last_open_error"]
+        con.close()
+
+    both = threading.Barrier(2)
+    go_a, done_a, go_b, done_b = (threading.Event() for _ in range(4))
+    threads = [threading.Thread(target=bad_open, args=("a.db", "min-intervl", go_a, done_a)),
+               threading.Thread(target=bad_open, args=("b.db", "leese", go_b, done_b))]
+    for t in threads:
+        t.start()
+    go_a.set()
+    assert done_a.wait(10)
+    go_b.set()  # b fails after a: a process-wide slot would now hold b's error for both
+    for t in threads:
+        t.join(20)
+    assert "min-intervl" in seen["a.db"] and "leese" not in seen["a.db"], seen
+    assert "leese" in seen["b.db"], seen
+    errors = json.loads(connect().execute("select litestream_status()").fetchone()[0])["open_errors"]
+    assert "min-intervl" in errors[f"{tmp_path}/a.db"], errors
+    assert "leese" in errors[f"{tmp_path}/b.db"], errors
+    ok = sqlite3.connect(f"file:{tmp_path}/a.db?vfs=litestream&replica={url}", uri=True)
+    ok.execute("create table t(x)")
+    errors = json.loads(connect().execute("select litestream_status()").fetchone()[0])["open_errors"]
+    assert f"{tmp_path}/a.db" not in errors and f"{tmp_path}/b.db" in errors, errors
+    ok.close()

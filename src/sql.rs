@@ -23,7 +23,9 @@ fn status(_args: &[Value]) -> Result<Output, String> {
         "databases": databases,
         "closing": Replicator::closing_count(),
         "replicas": ReplicaDb::all().iter().map(|r| r.status(cache_bytes)).collect::<Vec<_>>(),
-        "last_open_error": *crate::sqlite::vfs::LAST_OPEN_ERROR.lock(),
+        // This thread's last failed open, and every path's that has not opened since.
+        "last_open_error": crate::sqlite::open_errors::this_thread(),
+        "open_errors": crate::sqlite::open_errors::by_path(),
     });
     Ok(Output::Text(doc.to_string()))
 }

@@ -4,6 +4,7 @@
 pub mod db_reader;
 pub mod file;
 pub mod functions;
+pub mod open_errors;
 pub mod read_lock;
 pub mod replica_vfs;
 pub mod rollback;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use libsqlite3_sys as ffi;
 
 use super::guard;
-use super::vfs::{uri_params, LAST_OPEN_ERROR};
+use super::vfs::uri_params;
 use crate::config::ReplicaConfig;
 use crate::replica::ReplicaFile;
 
@@ -199,6 +199,7 @@ pub unsafe fn open_main(
     );
     match open_replica(&path, name) {
         Ok(replica) => {
+            super::open_errors::opened(&path);
             // SAFETY: see above; the handle is written whole before pMethods is published.
             unsafe {
                 std::ptr::write(
@@ -218,7 +219,11 @@ pub unsafe fn open_main(
         }
         Err(e) => {
             log::error!("cannot open replica {}: {e}", path.display());
-            *LAST_OPEN_ERROR.lock() = Some(e);
+            super::sqlite_log(
+                ffi::SQLITE_CANTOPEN,
+                &format!("litestream: cannot open replica {}: {e}", path.display()),
+            );
+            super::open_errors::failed(&path, &e);
             ffi::SQLITE_CANTOPEN
         }
     }

@@ -39,9 +39,6 @@ pub(super) fn parent_name() -> *const c_char {
     unsafe { (*p).zName }
 }
 
-/// The last error that made an open fail (SQLite can only say "unable to open").
-pub static LAST_OPEN_ERROR: parking_lot::Mutex<Option<String>> = parking_lot::Mutex::new(None);
-
 /// What a file is to replication.
 enum Role {
     Plain,
@@ -574,14 +571,19 @@ unsafe extern "C" fn writer_open(
                 .then(|| PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned()));
             let role = match path {
                 Some(path) => match role_for(&path, flags, name) {
-                    Ok(role) => role,
+                    Ok(role) => {
+                        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+                            super::open_errors::opened(&path);
+                        }
+                        role
+                    }
                     Err(e) => {
                         log::error!("cannot open {}: {e}", path.display());
                         super::sqlite_log(
                             ffi::SQLITE_CANTOPEN,
                             &format!("litestream: cannot open {}: {e}", path.display()),
                         );
-                        *LAST_OPEN_ERROR.lock() = Some(e);
+                        super::open_errors::failed(&path, &e);
                         if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
                             close(inner);
                         }

@@ -513,6 +513,8 @@ impl S3Store {
             PutCondition::IfNoneMatch => Some(("if-none-match", "*".to_string())),
             PutCondition::IfMatch(etag) => Some(("if-match", self.if_match_value(etag))),
         };
+        // A large body gets longer than the whole-request deadline: as if sent at 1 MiB/s.
+        let deadline = REQUEST_TIMEOUT + Duration::from_secs(length >> 20);
         let length = length.to_string();
         let resp = self
             .send(&what, || {
@@ -529,6 +531,7 @@ impl S3Store {
                 }
                 Ok(self
                     .request(Method::PUT, action.sign(URL_TTL), &headers)?
+                    .timeout(deadline)
                     .body(body()?))
             })
             .await?;
@@ -738,6 +741,7 @@ fn written_stream(
             tx: tx.clone(),
             buf: Vec::with_capacity(WRITTEN_CHUNK),
             sent: 0,
+            length: body.length,
         };
         let written = (body.write)(&mut out).and_then(|()| {
             let total = out.sent + out.buf.len() as u64;
@@ -764,6 +768,9 @@ struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
     sent: u64,
+    /// The announced length: HTTP/1 would quietly cut a longer body at it (a truncated
+    /// object, stored as if whole), so a longer one fails before it is sent.
+    length: u64,
 }
 
 impl ChannelWriter {
@@ -785,6 +792,12 @@ impl ChannelWriter {
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = data.len().min(WRITTEN_CHUNK - self.buf.len());
+        if self.sent + (self.buf.len() + n) as u64 > self.length {
+            return Err(std::io::Error::other(format!(
+                "the body runs past the {} bytes announced",
+                self.length
+            )));
+        }
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == WRITTEN_CHUNK {
             self.send_buffer()?;
@@ -832,11 +845,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_written_body_of_another_length_ends_in_an_error_before_its_tail() {
-        for (announced, actual) in [(100u64, 99usize), (100, 101), (WRITTEN_CHUNK as u64, 10)] {
+        let chunk = WRITTEN_CHUNK as u64;
+        for (announced, actual) in [
+            (100u64, 99usize),
+            (100, 101),
+            (chunk, 10),
+            (5 * chunk + 10, 6 * WRITTEN_CHUNK + 20),
+        ] {
             let (got, err) = collect(body(announced, actual)).await;
             let err = err.expect("a length mismatch must fail the stream");
             assert!(err.to_string().contains("announced"), "{err}");
-            assert!((got as u64) < announced.max(1), "{got} of {announced} sent");
+            assert!((got as u64) < announced, "{got} of {announced} sent");
         }
     }
 }

@@ -273,18 +273,31 @@ impl Replicator {
         let read = CONSISTENT_READ
             .get()
             .ok_or_else(|| "no consistent-read provider".to_string())?;
+        /// Clears `snapshot_reading` however the read ends (a panic included).
+        struct Reading<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Reading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
         let mut steps = Some((f, then));
         let mut out = None;
         self.snapshot_reading.store(true, Ordering::SeqCst);
+        let reading = Reading(&self.snapshot_reading);
         let result = read(&self.db_path, &mut || {
             if let Some((f, then)) = steps.take() {
                 let t = f(&mut self.capture.lock());
                 out = Some(then(t));
             }
         });
-        self.snapshot_reading.store(false, Ordering::SeqCst);
-        result?;
-        out.ok_or_else(|| "the read transaction did not run".to_string())
+        drop(reading);
+        // Once the steps ran, their outcome stands: ending a read transaction changes
+        // nothing (an upload done in it is done).
+        match (out, result) {
+            (Some(out), _) => Ok(out),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err("the read transaction did not run".to_string()),
+        }
     }
 
     /// Compaction, a snapshot or retention failed: status shows it until they next succeed.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::capture::{Location, Queued};
+use super::capture::{Location, Queued, Stillness};
 use super::Replicator;
 use crate::storage::{PutCondition, StorageError, WrittenBody};
 
@@ -173,19 +173,19 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
         let sealed = r.with_database_still(
             |c| {
                 c.poll_foreign(true)?;
-                if c.queue.is_empty() {
-                    c.seal_next(now, false, true)?;
-                }
-                Ok::<_, std::io::Error>(c.queue.front().cloned())
+                let sealed_here =
+                    c.queue.is_empty() && c.seal_next(now, false, Stillness::ReadForUpload)?;
+                Ok::<_, std::io::Error>((c.queue.front().cloned(), sealed_here))
             },
             // The capture's lock is free again (this process's writers go on); the read
-            // transaction still holds every page a streamed snapshot reads.
+            // transaction still holds every page a snapshot sealed in it reads.
             |sealed| match sealed {
-                Ok(Some(item)) if matches!(item.location, Location::Stream(_)) => {
+                Ok((Some(item), true)) if matches!(item.location, Location::Stream(_)) => {
                     let uploaded = tokio::runtime::Handle::current().block_on(upload(r, &item));
                     Ok(Some(Next::Uploaded(item, uploaded)))
                 }
-                other => other.map(|item| item.map(Next::Upload)),
+                Ok((item, _)) => Ok(item.map(Next::Upload)),
+                Err(e) => Err(e),
             },
         );
         match sealed {
@@ -197,10 +197,11 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
     }
     let mut c = r.capture.lock();
     if c.queue.is_empty() {
-        c.seal_next(now, false, false)?;
+        c.seal_next(now, false, Stillness::Moving)?;
     }
     if let Some(Location::Stream(_)) = c.queue.front().map(|q| &q.location) {
-        // Its read transaction has ended (its upload failed): the pages may have moved.
+        // Outside the read transaction it was sealed in (its upload failed): the pages it
+        // would read may have moved. Never uploaded from here.
         c.drop_queue();
         c.needs_full = true;
         return Ok(None);
@@ -208,7 +209,8 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
     Ok(c.queue.front().cloned().map(Next::Upload))
 }
 
-/// Uploads one queued file to L0, never over an existing one.
+/// Uploads one queued file to L0, never over an existing one. A streamed snapshot only from
+/// inside the read transaction it was sealed in (see `next_to_ship`).
 async fn upload(r: &Replicator, item: &Queued) -> crate::storage::Result<String> {
     let _slot = super::UPLOAD_SLOTS.acquire().await;
     let txid = item.header.min_txid;
@@ -226,7 +228,7 @@ async fn upload(r: &Replicator, item: &Queued) -> crate::storage::Result<String>
             let snapshot = snapshot.clone();
             let body = WrittenBody {
                 length: snapshot.length,
-                write: Arc::new(move |out| snapshot.write_to(out).map(|_| ())),
+                write: Arc::new(move |out| snapshot.write_to(out)),
             };
             r.store
                 .put_ltx_written(level, header, body, condition)
@@ -361,6 +363,14 @@ async fn run(r: Arc<Replicator>) {
         };
         let (item, result) = match next {
             Next::Upload(item) => {
+                if let Location::Stream(_) = item.location {
+                    // Sealed in a read transaction that is over (never the case today):
+                    // its pages may have moved, so it is not uploaded from here.
+                    let mut c = r.capture.lock();
+                    c.drop_queue();
+                    c.needs_full = true;
+                    continue;
+                }
                 if let Location::Spool(path, _) = &item.location {
                     if let Err(e) = std::fs::File::open(path) {
                         record_error(
@@ -396,7 +406,7 @@ async fn run(r: Arc<Replicator>) {
             Ok(_) => {
                 attempt = 0;
                 let mut c = r.capture.lock();
-                if let Err(e) = c.shipped(txid) {
+                if let Err(e) = c.shipped(&item) {
                     log::warn!("{}: cannot save the position: {e}", r.db_path.display());
                 }
                 drop(c);

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{Capture, DbFile, PageSource, WalCursor};
+use super::{Capture, DbFile, PageSource, Stillness, WalCursor};
 use crate::writer::handoff::{Handoff, PublishedPin, ShippedMark, WalHandoffName};
 use crate::writer::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 
@@ -93,7 +93,7 @@ impl Capture {
                 "{}: full snapshot in place, before a write of ours",
                 self.db_path.display()
             );
-            self.seal_next(crate::timefmt::now_millis(), true, true)?;
+            self.seal_next(crate::timefmt::now_millis(), true, Stillness::OwnLock)?;
         }
         Ok(())
     }

@@ -88,6 +88,23 @@ pub struct Queued {
     /// Its upload records `after` as the durable position: sealed by this process and not
     /// evacuated since (an evacuation records a newer position of its own).
     pub saves_position: bool,
+    /// Which queuing this is: a TXID given out again (after the queue was dropped) is
+    /// another file, and the upload of the first must not count for it.
+    pub seq: u64,
+}
+
+/// How still the database is held while a file is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stillness {
+    /// Not held: only incremental files (a full snapshot waits for a read).
+    Moving,
+    /// By this process's own write lock, in a VFS callback before any page of its is
+    /// written: a full snapshot may be sealed, not streamed (the lock is gone before the
+    /// upload).
+    OwnLock,
+    /// By the shipper's read transaction, which lasts through the upload: a full snapshot
+    /// the spool has no room for may stream from the database.
+    ReadForUpload,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +202,8 @@ pub struct Capture {
     /// Full snapshots sealed since this process became the owner (the first one included):
     /// each after the first means a gap was found and healed.
     pub full_snapshots: u64,
+    /// Files queued so far (see `Queued::seq`).
+    queued_total: u64,
 }
 
 /// Pending page bytes a WAL restart may hold in memory instead of sealing and spooling them.
@@ -261,6 +280,7 @@ impl Capture {
             commits_captured: 0,
             commits_shipped: 0,
             full_snapshots: 0,
+            queued_total: 0,
         };
         c.try_become_owner()?;
         Ok(c)
@@ -400,6 +420,7 @@ impl Capture {
         let header = *decoder.header();
         decoder.finish().map_err(other)?;
         self.last_txid = self.last_txid.max(txid);
+        let seq = self.next_seq();
         self.queue.push_back(Queued {
             header,
             location: Location::Spool(path, size),
@@ -415,6 +436,7 @@ impl Capture {
             commits: 0,
             full: false,
             saves_position: false,
+            seq,
         });
         Ok(())
     }
@@ -904,10 +926,8 @@ impl Capture {
 
     /// Assigns the next TXID to what is pending (or to a full snapshot) and queues the LTX.
     /// Only once the replica's position is known, unless `force` (the WAL is about to go).
-    /// A full snapshot is built only from a consistent view: `consistent` says the caller
-    /// holds the database still (a read transaction of ours, or, from a VFS write callback,
-    /// this process's own write lock with none of its pages written yet).
-    pub fn seal_next(&mut self, now_ms: i64, force: bool, consistent: bool) -> io::Result<bool> {
+    /// A full snapshot is built only from a consistent view (see [`Stillness`]).
+    pub fn seal_next(&mut self, now_ms: i64, force: bool, still: Stillness) -> io::Result<bool> {
         if !self.is_owner()
             || (self.pending.is_none() && !self.needs_full)
             || !(self.remote_known || force)
@@ -922,7 +942,7 @@ impl Capture {
         }
         let txid = self.last_txid + 1;
         let full = self.needs_full || txid == 1;
-        if full && !consistent {
+        if full && still == Stillness::Moving {
             return Ok(false);
         }
         // A full snapshot is the database as it is now: what is pending is in it.
@@ -986,7 +1006,8 @@ impl Capture {
             .into_iter()
             .collect();
         let header = Header::new(self.page_size, commit, txid, txid, now_ms);
-        let location = match self.encode(header, &pgnos, &sources, full) {
+        let streamable = full && still == Stillness::ReadForUpload;
+        let location = match self.encode(header, &pgnos, &sources, streamable) {
             Ok(location) => location,
             Err(e) if !full => {
                 // Nothing is lost: the pages stay pending. A frame another process overwrote
@@ -1034,6 +1055,7 @@ impl Capture {
         );
         self.needs_full = false;
         self.full_snapshots += u64::from(full);
+        let seq = self.next_seq();
         self.queue.push_back(Queued {
             header,
             location,
@@ -1042,6 +1064,7 @@ impl Capture {
             commits: self.commits_captured,
             full,
             saves_position: true,
+            seq,
         });
         Ok(true)
     }
@@ -1055,7 +1078,7 @@ impl Capture {
         header: Header,
         pgnos: &[u32],
         sources: &BTreeMap<u32, PageSource>,
-        full: bool,
+        streamable: bool,
     ) -> io::Result<Location> {
         let txid = header.min_txid;
         let raw = pgnos.len() as u64 * u64::from(self.page_size);
@@ -1065,8 +1088,19 @@ impl Capture {
                 self.encode_pages(enc, pgnos, sources)?,
             )));
         }
-        if full && !self.spool_has_room(raw) {
-            return self.stream(header, pgnos, sources);
+        if !self.spool_has_room(raw) {
+            if streamable {
+                return self.stream(header, pgnos, sources);
+            }
+            // Pending pages stay pending, a full snapshot stays due: the shipper's next read
+            // transaction streams one.
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "no room in the spool ({}) for {raw} bytes of pages and {SPOOL_HEADROOM} bytes of headroom; a full snapshot will stream from the database",
+                    self.meta.spool_dir().display()
+                ),
+            ));
         }
         let encoded = self.meta.spool_file(txid).and_then(|(path, file)| {
             let meta = Encoder::new(io::BufWriter::new(file), header)
@@ -1080,7 +1114,7 @@ impl Capture {
             Ok(location) => Ok(location),
             Err(e) => {
                 self.meta.unspool(txid);
-                if full && crate::sysfile::is_disk_full(&e) {
+                if streamable && crate::sysfile::is_disk_full(&e) {
                     return self.stream(header, pgnos, sources);
                 }
                 Err(e)
@@ -1116,15 +1150,15 @@ impl Capture {
             pgnos.len()
         );
         let salts = self.wal.as_ref().map(|c| (c.header.salt1, c.header.salt2));
-        let plan = StreamedSnapshot::plan(
+        let plan = StreamedSnapshot::plan(stream::Plan {
             header,
-            pgnos.to_vec(),
-            sources.clone(),
-            salts,
-            self.db_path.clone(),
-            self.wal_path.clone(),
-            self.open_db_file,
-        )?;
+            pgnos: pgnos.to_vec(),
+            sources: sources.clone(),
+            wal_salts: salts,
+            db_path: self.db_path.clone(),
+            wal_path: self.wal_path.clone(),
+            open_db_file: self.open_db_file,
+        })?;
         Ok(Location::Stream(Arc::new(plan)))
     }
 
@@ -1149,7 +1183,7 @@ impl Capture {
             // The full snapshot due holds these pages: nothing to keep.
             self.pending = None;
         } else {
-            self.seal_next(crate::timefmt::now_millis(), true, false)?;
+            self.seal_next(crate::timefmt::now_millis(), true, Stillness::Moving)?;
         }
         let mut spooled = 0u64;
         for q in self.queue.iter_mut() {
@@ -1193,7 +1227,7 @@ impl Capture {
                 .ok()?
                 .read_exact_at(&mut tail, size.checked_sub(8)?)
                 .ok()?,
-            Location::Stream(_) => return None,
+            Location::Stream(s) => return Some(s.file_checksum),
         }
         Some(u64::from_be_bytes(tail))
     }
@@ -1235,9 +1269,19 @@ impl Capture {
         }
     }
 
-    /// After `txid` was uploaded.
-    pub fn shipped(&mut self, txid: u64) -> io::Result<()> {
-        if let Some(pos) = self.queue.iter().position(|q| q.header.min_txid == txid) {
+    /// After `item` was uploaded.
+    fn next_seq(&mut self) -> u64 {
+        self.queued_total += 1;
+        self.queued_total
+    }
+
+    pub fn shipped(&mut self, item: &Queued) -> io::Result<()> {
+        let txid = item.header.min_txid;
+        if let Some(pos) = self
+            .queue
+            .iter()
+            .position(|q| q.header.min_txid == txid && q.seq == item.seq)
+        {
             let q = self.queue.remove(pos).expect("found");
             self.meta.unspool(txid);
             self.shipped_txid = txid;
