@@ -259,11 +259,11 @@ unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
         if let Role::Main(r) = &h.role {
             // Our own full snapshot's read transaction is in the way: wait for it (bounded)
             // rather than fail the application's write with SQLITE_BUSY.
-            let deadline = std::time::Instant::now() + OWN_SNAPSHOT_WAIT;
+            let mut deadline = None;
             while rc == ffi::SQLITE_BUSY
                 && level >= ffi::SQLITE_LOCK_RESERVED
                 && r.own_snapshot_in_progress()
-                && std::time::Instant::now() < deadline
+                && before(&mut deadline, OWN_SNAPSHOT_WAIT)
             {
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 rc = inner_call!(f, xLock, ffi::SQLITE_IOERR_LOCK, level);
@@ -286,6 +286,13 @@ unsafe extern "C" fn io_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
         }
         rc
     })
+}
+
+/// Whether a wait of `wait` that starts at the first call is still on. The clock is read only
+/// once a wait begins: locks are taken several times per commit, and almost never wait.
+fn before(deadline: &mut Option<std::time::Instant>, wait: std::time::Duration) -> bool {
+    let now = std::time::Instant::now();
+    now < *deadline.get_or_insert(now + wait)
 }
 
 /// Longest a writer of this process waits for our own snapshot's read transaction.
@@ -375,12 +382,12 @@ unsafe extern "C" fn io_shm_lock(
             // checkpoint and recovery locks. When that is our own consistent read, the
             // application waits for it (briefly) instead of failing with an SQLITE_BUSY it
             // did not cause: a single-connection application sets no busy timeout.
-            let deadline = std::time::Instant::now() + OWN_RECOVERY_WAIT;
+            let mut deadline = None;
             while rc == ffi::SQLITE_BUSY
                 && flags & ffi::SQLITE_SHM_LOCK != 0
                 && offset <= WAL_RECOVER_LOCK
                 && r.own_snapshot_in_progress()
-                && std::time::Instant::now() < deadline
+                && before(&mut deadline, OWN_RECOVERY_WAIT)
             {
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
