@@ -13,6 +13,8 @@ const SQLITE_PARAMS: &[&str] = &[
     "nolock",
     "immutable",
     "modeof",
+    // unix VFS: open the -shm read-only (walro.test).
+    "readonly_shm",
 ];
 
 /// Our URI parameters.
