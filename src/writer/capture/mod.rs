@@ -215,6 +215,20 @@ const ENCODE_IN_MEMORY_LIMIT: u64 = 8 << 20;
 /// Free space a full snapshot must leave in the spool's filesystem, else it is streamed.
 const SPOOL_HEADROOM: u64 = 64 << 20;
 
+/// Encodes `pgnos` in order, each read into a page buffer by `read_page`, and finishes the file.
+fn encode_with<W: io::Write>(
+    mut enc: Encoder<W>,
+    pgnos: &[u32],
+    mut read_page: impl FnMut(u32, &mut [u8]) -> io::Result<()>,
+) -> io::Result<(W, ltx::EncodeSummary)> {
+    let mut buf = vec![0u8; enc.header().page_size as usize];
+    for &pgno in pgnos {
+        read_page(pgno, &mut buf)?;
+        enc.encode_page(pgno, &buf).map_err(other)?;
+    }
+    enc.finish(0).map_err(other)
+}
+
 /// Reads the page of the WAL frame at `at` into `buf`; an error if that frame is no longer
 /// `pgno`'s in the generation with `salts`. Another process may restart the WAL and overwrite
 /// any frame (it writes a frame's header before its page): a header still of our generation
@@ -1165,16 +1179,14 @@ impl Capture {
     /// Encodes `pgnos` (their bytes from `sources`, else the database file) and finishes.
     fn encode_pages<W: io::Write>(
         &mut self,
-        mut enc: Encoder<W>,
+        enc: Encoder<W>,
         pgnos: &[u32],
         sources: &BTreeMap<u32, PageSource>,
     ) -> io::Result<W> {
-        let mut buf = vec![0u8; self.page_size as usize];
-        for &pgno in pgnos {
-            self.read_page(pgno, sources.get(&pgno), &mut buf)?;
-            enc.encode_page(pgno, &buf).map_err(other)?;
-        }
-        Ok(enc.finish(0).map_err(other)?.0)
+        let (out, _) = encode_with(enc, pgnos, |pgno, buf| {
+            self.read_page(pgno, sources.get(&pgno), buf)
+        })?;
+        Ok(out)
     }
 
     /// Writes every queued in-memory file and anything pending to the spool, durably.

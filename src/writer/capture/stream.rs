@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{read_wal_page, OpenDbFile, PageSource};
+use super::{encode_with, read_wal_page, OpenDbFile, PageSource};
 use crate::ltx::{Encoder, Header};
 
 static STREAMING: AtomicBool = AtomicBool::new(false);
@@ -90,7 +90,6 @@ impl StreamedSnapshot {
 
 /// Encodes `plan` into `out`; returns the file's length and checksum.
 fn write(plan: &Plan, out: &mut dyn Write) -> io::Result<(u64, u64)> {
-    let other = |e: crate::ltx::LtxError| io::Error::other(e.to_string());
     let db = (plan.open_db_file)(&plan.db_path)?;
     let wal = match plan
         .sources
@@ -100,23 +99,22 @@ fn write(plan: &Plan, out: &mut dyn Write) -> io::Result<(u64, u64)> {
         true => Some(File::open(&plan.wal_path)?),
         false => None,
     };
-    let mut enc = Encoder::new(io::BufWriter::new(out), plan.header).map_err(other)?;
-    let mut buf = vec![0u8; plan.header.page_size as usize];
-    for &pgno in &plan.pgnos {
+    let enc = Encoder::new(io::BufWriter::new(out), plan.header)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let (mut w, summary) = encode_with(enc, &plan.pgnos, |pgno, buf| {
         match (plan.sources.get(&pgno), &wal) {
             (Some(PageSource::Data(b)), _) => buf.copy_from_slice(b),
             (Some(PageSource::Wal(at)), Some(wal)) => {
-                read_wal_page(wal, *at, pgno, plan.wal_salts, &mut buf)?
+                read_wal_page(wal, *at, pgno, plan.wal_salts, buf)?
             }
             _ => {
                 // Pages past the file's end are zero (growth not yet written).
                 let at = (u64::from(pgno) - 1) * buf.len() as u64;
-                db.read_at(&mut buf, at)?;
+                db.read_at(buf, at)?;
             }
         }
-        enc.encode_page(pgno, &buf).map_err(other)?;
-    }
-    let (mut w, summary) = enc.finish(0).map_err(other)?;
+        Ok(())
+    })?;
     w.flush()?;
     Ok((summary.bytes, summary.trailer.file_checksum))
 }
