@@ -264,3 +264,61 @@ def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect,
         assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_checkpoint_waits_for_our_own_snapshot_read(connect, tmp_path):
+    """The resync after a plain process's commit streams a snapshot (no spool room) inside a
+    read transaction of ours. The application's commits go on meanwhile, and its checkpoints
+    copy all of the WAL, as with no other reader: they wait for our read instead of stopping
+    at its mark (SQLite's wal2.test counts the frames; in CI it once met such a read)."""
+    import subprocess
+    store = Store("file", tmp_path)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], check=True)
+    try:
+        url = store.url("app.db")
+        db = small / "app.db"
+        plain = sqlite3.connect(db, isolation_level=None)
+        plain.execute("create table t(id integer primary key, v blob)")
+        plain.execute("with recursive n(i) as (select 1 union all select i+1 from n where i < 1200) "
+                      "insert into t(v) select randomblob(20000) from n")
+        plain.execute("pragma journal_mode=wal")
+        plain.close()
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute("insert into t(v) values(randomblob(100))")
+        sync(con, 120000)
+        cut_short, during_read = [], 0
+        # A checkpoint may also miss the read (begin just after it, or while the status
+        # is read): try again until one met it.
+        for attempt in range(10):
+            con.execute("pragma wal_checkpoint(truncate)")
+            snapshots = status_of(con, db)["full_snapshots"]
+            # A WAL generation this process did not see begin: answered with a full snapshot.
+            plain = sqlite3.connect(db, isolation_level=None)
+            plain.execute("update t set v = randomblob(20000) where id % 50 = ?", (attempt,))
+            plain.close()
+            deadline = time.monotonic() + 120
+            while True:
+                assert time.monotonic() < deadline, "the plain commit was never snapshotted"
+                con.execute("insert into t(v) values(randomblob(100))")
+                st = status_of(con, db)
+                busy, frames, copied = con.execute("pragma wal_checkpoint").fetchone()
+                during_read += st["snapshot_read_since"] is not None
+                if busy or copied != frames:
+                    cut_short.append((busy, frames, copied))
+                if st["full_snapshots"] != snapshots:
+                    break
+            if during_read:
+                break
+        assert during_read > 0, "no checkpoint met our snapshot's read"
+        assert cut_short == []
+        assert status_of(con, db)["snapshot_read_since"] is None
+        sync(con, 120000)
+        expected = dump(db)
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == expected
+        con.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

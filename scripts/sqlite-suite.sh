@@ -12,7 +12,9 @@
 #
 # Other settings: SQLITE_SUITE_TIMEOUT (seconds per file per VFS, default 300),
 # SQLITE_SUITE_LIB (the extension without .so, default target/release/liblitestream),
-# SQLITE_SUITE_KEEP=1 keeps each file's working directories (default: only the logs are kept).
+# SQLITE_SUITE_KEEP=1 keeps each file's working directories (default: only the logs are kept),
+# SQLITE_SUITE_LOG=debug|info|... writes the extension's log to <working dir>/tmp/extension.log
+# (with SQLITE_SUITE_KEEP=1 to keep it).
 #
 # Output: one line per file, then exactly `sqlite-suite: N files, M differ` (M counts every file
 # whose results differ, expected or not). Exit status 1 when a file differs and is not listed in
@@ -170,9 +172,11 @@ run_one() {
     "${OWN[@]}" "$dir"
     local libenv=()
     [ "$vfs" = litestream ] && libenv=("LITESTREAM_SUITE_LIB=$LIB")
+    local logenv=()
+    [ -n "${SQLITE_SUITE_LOG:-}" ] && logenv=("LITESTREAM_LOG=$SQLITE_SUITE_LOG" "LITESTREAM_LOG_FILE=$dir/tmp/extension.log")
     local start=$SECONDS rc
     (cd "$dir" && exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$dir" TMPDIR="$dir/tmp" \
-        LITESTREAM_REPLICA_BASE_URL="file://$dir/replicas" "${libenv[@]}" \
+        LITESTREAM_REPLICA_BASE_URL="file://$dir/replicas" "${libenv[@]}" "${logenv[@]}" \
         timeout -k 15 "$TIMEOUT" "${NICE[@]}" "${RUNAS[@]}" "$FIXTURE" "$SRC/test/$file") \
         </dev/null >"$log" 2>&1
     rc=$?
@@ -193,6 +197,18 @@ run_one() {
         RESULT="aborted: exit $rc ($ok ok, last: $(grep -av '^$' "$log" | tail -n 1 | cut -c1-120))"
     fi
     INIT_ERRORS="$(grep -ac '^litestream_suite_init:' "$log")"
+}
+
+# show_failures LOG: the lines each failing test of LOG printed (its name through the next
+# test's), indented, at most 40 lines a test.
+show_failures() {
+    local log="$1" name
+    for name in $(grep -a '^!Failures on these tests:' "$log" | tail -n 1 | sed 's/^!Failures on these tests: *//'); do
+        awk -v t="$name" '
+            index($0, t "...") == 1 { on = 1; n = 0 }
+            on && n > 0 && /^[^ ]+\.\.\./ { on = 0 }
+            on && n < 40 { print "    | " $0; n++ }' "$log"
+    done
 }
 
 # check_replicas FILE: restores every database under the litestream run's replica directory
@@ -290,6 +306,8 @@ for file in "${FILES[@]}"; do
     nfiles=$((nfiles + 1))
     line="$file: $verdict | default: $r_default, ${t_default}s | litestream: $r_ours, ${t_ours}s, $RESTORE$extra"
     echo "$line" | tee -a "$RESULTS"
+    # CI keeps only this output: show what each unexpectedly failing test printed.
+    [ "$verdict" = DIFFERS ] && show_failures "$RUNS/${file%.test}/litestream.log"
     if [ "${SQLITE_SUITE_KEEP:-0}" != 1 ]; then
         rm -rf "$RUNS/${file%.test}/default" "$RUNS/${file%.test}/litestream" "$RUNS/${file%.test}/restored"
     fi

@@ -56,6 +56,8 @@ struct FileHandle {
     /// This main-database handle holds RESERVED or more: a rollback-journal write
     /// transaction may have half-written the file.
     write_lock: Option<WriteLock>,
+    /// This main-database handle holds the WAL checkpoint lock: SQLite is checkpointing.
+    checkpointing: bool,
 }
 
 /// How a main-database handle came to hold the write lock.
@@ -377,7 +379,8 @@ unsafe extern "C" fn io_shm_lock(
     guard(ffi::SQLITE_IOERR_SHMLOCK, || {
         let mut rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
         // SAFETY: `f` is ours.
-        if let Role::Main(r) = unsafe { &handle(f).role } {
+        let h = unsafe { handle(f) };
+        if let Role::Main(r) = &h.role {
             // The first connection to read a new WAL rebuilds its index holding the write,
             // checkpoint and recovery locks. When that is our own consistent read, the
             // application waits for it (briefly) instead of failing with an SQLITE_BUSY it
@@ -388,6 +391,24 @@ unsafe extern "C" fn io_shm_lock(
                 && offset <= WAL_RECOVER_LOCK
                 && r.own_snapshot_in_progress()
                 && before(&mut deadline, OWN_RECOVERY_WAIT)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+            }
+            if offset == WAL_CKPT_LOCK && n == 1 && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0 {
+                h.checkpointing = flags & ffi::SQLITE_SHM_LOCK != 0 && rc == ffi::SQLITE_OK;
+            }
+            // A checkpoint needs every read mark behind the WAL's end. Our own consistent
+            // read holding one would cut it short (the WAL keeps growing until the next one):
+            // it waits for that read instead, as it would find the WAL with no reader
+            // without the extension. Within a budget counted from the read's start.
+            let mut deadline = None;
+            while rc == ffi::SQLITE_BUSY
+                && h.checkpointing
+                && flags == ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE
+                && offset >= WAL_READ_LOCK_0
+                && r.own_snapshot_began_within(OWN_SNAPSHOT_CHECKPOINT_BUDGET)
+                && before(&mut deadline, OWN_SNAPSHOT_CHECKPOINT_BUDGET)
             {
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
@@ -411,7 +432,13 @@ unsafe extern "C" fn io_shm_lock(
 /// SQLite's WAL write lock: the first of the wal-index's lock bytes (then the checkpoint
 /// and recovery locks, then the read marks).
 const WAL_WRITE_LOCK: c_int = 0;
+const WAL_CKPT_LOCK: c_int = 1;
 const WAL_RECOVER_LOCK: c_int = 2;
+const WAL_READ_LOCK_0: c_int = 3;
+
+/// How long after our own consistent read began this process's checkpoints still wait for
+/// it (a spooled snapshot of a few hundred MB ends well within it).
+const OWN_SNAPSHOT_CHECKPOINT_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Longest the application waits for our own consistent read's WAL-index recovery.
 const OWN_RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -612,6 +639,7 @@ unsafe extern "C" fn writer_open(
                     inner,
                     role,
                     write_lock: None,
+                    checkpointing: false,
                 },
             );
             ffi::SQLITE_OK

@@ -56,6 +56,10 @@ pub struct Status {
     /// Full snapshots this process sealed as owner: the first, then one per gap healed
     /// (another process's commits it could not capture page by page, a lost spool...).
     pub full_snapshots: u64,
+    /// Since when a read transaction of ours holds the database still (a full snapshot, or
+    /// other processes' commits being resolved); None when none does. While it does, this
+    /// process's checkpoints wait for it, at most 2 s after it began; others' stop at it.
+    pub snapshot_read_since: Option<String>,
 }
 
 /// Facts the shipper reports back.
@@ -96,9 +100,10 @@ pub struct Replicator {
     lease_held: std::sync::atomic::AtomicBool,
     /// What the conditional-write probe found (None until it ran).
     conditional: Mutex<Option<crate::storage::ConditionalSupport>>,
-    /// A full snapshot holds a read transaction: this process's writers wait for it instead
-    /// of failing with SQLITE_BUSY (see `wait_for_own_snapshot`).
-    snapshot_reading: std::sync::atomic::AtomicBool,
+    /// While our own consistent read holds the database: when it began, by the monotonic
+    /// clock and in ms since the epoch (see `own_snapshot_in_progress`,
+    /// `own_snapshot_began_within`, status `snapshot_read_since`).
+    snapshot_reading: Mutex<Option<(std::time::Instant, i64)>>,
     _alive: Alive,
 }
 
@@ -274,15 +279,16 @@ impl Replicator {
             .get()
             .ok_or_else(|| "no consistent-read provider".to_string())?;
         /// Clears `snapshot_reading` however the read ends (a panic included).
-        struct Reading<'a>(&'a std::sync::atomic::AtomicBool);
+        struct Reading<'a>(&'a Mutex<Option<(std::time::Instant, i64)>>);
         impl Drop for Reading<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
+                *self.0.lock() = None;
             }
         }
         let mut steps = Some((f, then));
         let mut out = None;
-        self.snapshot_reading.store(true, Ordering::SeqCst);
+        *self.snapshot_reading.lock() =
+            Some((std::time::Instant::now(), crate::timefmt::now_millis()));
         let reading = Reading(&self.snapshot_reading);
         let result = read(&self.db_path, &mut || {
             if let Some((f, then)) = steps.take() {
@@ -321,7 +327,16 @@ impl Replicator {
     /// Whether a lock SQLite could not get (SQLITE_BUSY) is held by our own snapshot's read
     /// transaction: then the writer should wait for it, not fail.
     pub fn own_snapshot_in_progress(&self) -> bool {
-        self.snapshot_reading.load(Ordering::SeqCst)
+        self.snapshot_reading.lock().is_some()
+    }
+
+    /// Whether our own consistent read is on and began less than `budget` ago. A checkpoint
+    /// of this process waits for such a read (which would cut it short) only within this
+    /// budget: every commit may checkpoint, and a long snapshot must not stall each of them.
+    pub fn own_snapshot_began_within(&self, budget: std::time::Duration) -> bool {
+        self.snapshot_reading
+            .lock()
+            .is_some_and(|(began, _)| began.elapsed() < budget)
     }
 
     /// Something was committed: let the shipper know.
@@ -571,6 +586,10 @@ impl Replicator {
             role: if c.is_owner() { "owner" } else { "follower" },
             owner_pid: c.owner_pid(),
             full_snapshots: c.full_snapshots,
+            snapshot_read_since: self
+                .snapshot_reading
+                .lock()
+                .map(|(_, ms)| crate::timefmt::rfc3339_millis(ms)),
             lease: if self.config.lease {
                 stats.lease.as_of(now)
             } else {
