@@ -348,3 +348,27 @@ def test_a_follower_on_a_replaced_database_file_is_told_not_lied_to(connect, ext
     assert r.returncode == 0, r.stderr
     assert "was replaced by another file" in r.stdout, r.stdout
     con.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_an_empty_database_syncs_at_once_and_another_writers_first_commit_replicates(connect, tmp_path, journal_mode):
+    """A new database opened through the VFS and not written yet has nothing to replicate:
+    litestream_sync() succeeds at once (it waited for a snapshot that could not be taken and
+    timed out; the last close waited 5 s). The first commit, made by a process without the
+    extension, is then the replica's first snapshot."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    assert con.execute("select count(*) from sqlite_schema").fetchone()[0] == 0
+    assert sync(con, 1000)[str(db)] == "0000000000000000"
+    st = status_of(con, db)
+    assert (st["last_error"], st["snapshot_read_since"]) == (None, None), st
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute(f"pragma journal_mode={journal_mode}")
+    plain.execute("create table t(x)")
+    plain.execute("insert into t values('first')")
+    assert int(sync(con)[str(db)], 16) >= 1
+    plain.close()
+    check_replica(con, store, url, db, tmp_path)
+    con.close()

@@ -297,6 +297,14 @@ impl Replicator {
             }
         });
         drop(reading);
+        log::debug!(
+            "{}: consistent read ended ({})",
+            self.db_path.display(),
+            match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.clone(),
+            }
+        );
         // Once the steps ran, their outcome stands: ending a read transaction changes
         // nothing (an upload done in it is done).
         match (out, result) {
@@ -428,7 +436,7 @@ impl Replicator {
             self.flush.store(true, Ordering::SeqCst);
             self.wake_now();
             {
-                let c = self.capture.lock();
+                let mut c = self.capture.lock();
                 // A queued file sealed from what was captured by then (a snapshot holds no
                 // commit of its own) must be uploaded too.
                 let sealed_before = c.queue.iter().any(|q| q.commits <= target);

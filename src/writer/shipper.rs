@@ -166,7 +166,7 @@ enum Next {
 fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
     let now = crate::timefmt::now_millis();
     let wants_read = {
-        let c = r.capture.lock();
+        let mut c = r.capture.lock();
         c.queue.is_empty() && c.needs_consistent_read()
     };
     if wants_read {

@@ -103,9 +103,26 @@ impl Capture {
     }
 
     /// Whether this owner must look for other processes' commits under a read lock before it
-    /// ships (a change counter moved and its hand-offs were not there yet).
-    pub fn needs_consistent_read(&self) -> bool {
-        self.is_owner() && (self.needs_full || self.foreign_unresolved)
+    /// ships (a change counter moved and its hand-offs were not there yet), or take a full
+    /// snapshot that is due.
+    pub fn needs_consistent_read(&mut self) -> bool {
+        self.is_owner() && (self.snapshot_due() || self.foreign_unresolved)
+    }
+
+    /// A full snapshot is due and there is a database to take it of. A new database nothing
+    /// was written to yet (no header, no WAL frame) has no state to ship: the first commit
+    /// takes the snapshot. Until then nothing waits for one (a sync, a close) and the
+    /// shipper does not try one again and again.
+    pub(super) fn snapshot_due(&mut self) -> bool {
+        if !self.needs_full {
+            return false;
+        }
+        match self.db_header() {
+            Ok(None) => std::fs::metadata(&self.wal_path)
+                .is_ok_and(|m| m.len() > wal::WAL_HEADER_SIZE + FRAME_HEADER_SIZE),
+            // An error is for the read transaction to meet and report.
+            Ok(Some(_)) | Err(_) => true,
+        }
     }
 
     /// Every page of the database as SQLite sees it now, and its size in pages: the file

@@ -566,9 +566,9 @@ impl Capture {
         self.add_pending(pages, h.commit);
     }
 
-    pub fn has_work(&self) -> bool {
+    pub fn has_work(&mut self) -> bool {
         self.pending.is_some()
-            || self.needs_full
+            || self.snapshot_due()
             || self.foreign_unresolved
             || !self.queue.is_empty()
     }
