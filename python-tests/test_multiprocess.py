@@ -372,3 +372,24 @@ def test_an_empty_database_syncs_at_once_and_another_writers_first_commit_replic
     plain.close()
     check_replica(con, store, url, db, tmp_path)
     con.close()
+
+
+def test_a_wal_database_without_its_wal_file_is_snapshotted_by_a_sync_before_any_read(connect, tmp_path):
+    """A WAL-mode database a plain process wrote and closed (no -wal file left). Opened
+    through the VFS, its first snapshot waits for the application's first read (our read
+    transaction would create the -wal and -shm before SQLite does), but a sync does not wait
+    for that: it takes the snapshot itself."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("pragma journal_mode=wal")
+    plain.execute("create table t(x)")
+    plain.execute("insert into t values('written without the extension')")
+    plain.close()
+    assert not os.path.exists(f"{db}-wal")
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    assert int(sync(con)[str(db)], 16) == 1
+    assert status_of(con, db)["needs_snapshot"] is False
+    check_replica(con, store, url, db, tmp_path)
+    con.close()

@@ -565,6 +565,8 @@ fn role_for(path: &Path, flags: c_int, name: *const c_char) -> Result<Role, Stri
                 c.wal_opened();
                 Ok(())
             });
+            // A full snapshot may have waited for the application's WAL (`snapshot_due`).
+            r.notify();
             return Ok(Role::Wal(r));
         }
     }

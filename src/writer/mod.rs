@@ -442,7 +442,7 @@ impl Replicator {
                 let sealed_before = c.queue.iter().any(|q| q.commits <= target);
                 if c.remote_known
                     && c.commits_shipped >= target
-                    && !c.needs_consistent_read()
+                    && !c.needs_consistent_read(true)
                     && !sealed_before
                 {
                     return Ok(c.shipped_txid);

@@ -167,7 +167,7 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
     let now = crate::timefmt::now_millis();
     let wants_read = {
         let mut c = r.capture.lock();
-        c.queue.is_empty() && c.needs_consistent_read()
+        c.queue.is_empty() && c.needs_consistent_read(r.flush.load(Ordering::SeqCst))
     };
     if wants_read {
         let sealed = r.with_database_still(
@@ -269,7 +269,8 @@ async fn run(r: Arc<Replicator>) {
         // store (an idle database costs nothing, and lets its lease lapse), looking now and
         // then for commits of other processes.
         r.idle.store(true, Ordering::SeqCst);
-        let has_work = r.capture.lock().has_work() || r.flush.load(Ordering::SeqCst);
+        let flushing = r.flush.load(Ordering::SeqCst);
+        let has_work = flushing || r.capture.lock().has_work(false);
         if !has_work {
             tokio::select! {
                 _ = r.wake.notified() => { poll_every = FOREIGN_POLL_MIN; }

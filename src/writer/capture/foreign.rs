@@ -104,22 +104,29 @@ impl Capture {
 
     /// Whether this owner must look for other processes' commits under a read lock before it
     /// ships (a change counter moved and its hand-offs were not there yet), or take a full
-    /// snapshot that is due.
-    pub fn needs_consistent_read(&mut self) -> bool {
-        self.is_owner() && (self.snapshot_due() || self.foreign_unresolved)
+    /// snapshot that is due (see `snapshot_due`; `flushing`: a sync or close waits for it).
+    pub fn needs_consistent_read(&mut self, flushing: bool) -> bool {
+        self.is_owner() && (self.snapshot_due(flushing) || self.foreign_unresolved)
     }
 
     /// A full snapshot is due and there is a database to take it of. A new database nothing
     /// was written to yet (no header, no WAL frame) has no state to ship: the first commit
-    /// takes the snapshot. Until then nothing waits for one (a sync, a close) and the
-    /// shipper does not try one again and again.
-    pub(super) fn snapshot_due(&mut self) -> bool {
+    /// takes the snapshot, and until then nothing waits for one (a sync, a close).
+    ///
+    /// A WAL-mode database with no WAL file that no connection of ours has opened the WAL of
+    /// (just switched to WAL mode, or reopened after a clean close) waits for the
+    /// application's first read, unless `flushing`: our read transaction would create the
+    /// -wal and -shm files before the application does (SQLite's walmode.test looks).
+    pub(super) fn snapshot_due(&mut self, flushing: bool) -> bool {
         if !self.needs_full {
             return false;
         }
         match self.db_header() {
             Ok(None) => std::fs::metadata(&self.wal_path)
                 .is_ok_and(|m| m.len() > wal::WAL_HEADER_SIZE + FRAME_HEADER_SIZE),
+            Ok(Some(h)) if h.wal_mode && !flushing && self.wal_handles == 0 => {
+                self.wal_path.exists()
+            }
             // An error is for the read transaction to meet and report.
             Ok(Some(_)) | Err(_) => true,
         }

@@ -566,9 +566,9 @@ impl Capture {
         self.add_pending(pages, h.commit);
     }
 
-    pub fn has_work(&mut self) -> bool {
+    pub fn has_work(&mut self, flushing: bool) -> bool {
         self.pending.is_some()
-            || self.snapshot_due()
+            || self.snapshot_due(flushing)
             || self.foreign_unresolved
             || !self.queue.is_empty()
     }
