@@ -1,6 +1,7 @@
 """Capture in every mode: the state before the first commit through the VFS gets a TXID, an
 exclusive-locking connection replicates, a shrinking rollback-journal commit restores
 without junk pages, and a capture step that fails never skips SQLite's own write."""
+import contextlib
 import json
 import os
 import shutil
@@ -207,23 +208,15 @@ def test_a_full_replica_directory_loses_nothing_and_heals(connect, tmp_path, jou
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
-@pytest.mark.parametrize("kind", ["file", "moto"])
-@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
-def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect, tmp_path, monkeypatch, kind, journal_mode):
-    """#12 case 10: a 24 MB database on a 40 MB filesystem, so its spool cannot hold a full
-    snapshot. The first snapshot, a 9 MB transaction, and the resync after a plain-SQLite
-    process's commits are streamed from the database to the store: replication never stalls,
-    the application's commits never meet a disk the spool filled, and both restores give the
-    local database."""
+@contextlib.contextmanager
+def database_the_spool_has_no_room_for(tmp_path, journal_mode):
+    """A 24 MB database, written without the extension, on a 40 MB filesystem of its own (a
+    tmpfs): its spool cannot hold a full snapshot. Yields the database's path."""
     import subprocess
-    store = Store(kind, tmp_path)
-    for k, v in store.env().items():
-        monkeypatch.setenv(k, v)
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], check=True)
     try:
-        url = store.url("app.db")
         db = small / "app.db"
         plain = sqlite3.connect(db, isolation_level=None)
         plain.execute("create table t(id integer primary key, v blob)")
@@ -233,6 +226,24 @@ def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect,
         plain.close()
         free = os.statvfs(small)
         assert free.f_bavail * free.f_frsize < os.path.getsize(db), "the spool must not fit"
+        yield db
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["file", "moto"])
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect, tmp_path, monkeypatch, kind, journal_mode):
+    """#12 case 10: a 24 MB database on a 40 MB filesystem, so its spool cannot hold a full
+    snapshot. The first snapshot, a 9 MB transaction, and the resync after a plain-SQLite
+    process's commits are streamed from the database to the store: replication never stalls,
+    the application's commits never meet a disk the spool filled, and both restores give the
+    local database."""
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    with database_the_spool_has_no_room_for(tmp_path, journal_mode) as db:
+        url = store.url("app.db")
         con = open_replicated(connect, db, url, **{"min-interval": "0"})
         con.execute("insert into t(v) values(randomblob(100))")
         sync(con, 120000)
@@ -253,7 +264,7 @@ def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect,
         sync(con, 120000)
         st = status_of(con, db)
         assert st["last_error"] is None, st
-        spool = small / ".app.db-litestream" / "spool"
+        spool = db.parent / ".app.db-litestream" / "spool"
         if spool.exists():
             assert sum(f.stat().st_size for f in spool.iterdir()) < 8 << 20
         expected = dump(db)
@@ -262,8 +273,6 @@ def test_a_snapshot_the_spool_has_no_room_for_streams_from_the_database(connect,
         assert dump(out) == expected
         con.close()
         assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_checkpoint_waits_for_our_own_snapshot_read(connect, tmp_path):
@@ -271,20 +280,9 @@ def test_a_checkpoint_waits_for_our_own_snapshot_read(connect, tmp_path):
     read transaction of ours. The application's commits go on meanwhile, and its checkpoints
     copy all of the WAL, as with no other reader: they wait for our read instead of stopping
     at its mark (SQLite's wal2.test counts the frames; in CI it once met such a read)."""
-    import subprocess
     store = Store("file", tmp_path)
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], check=True)
-    try:
+    with database_the_spool_has_no_room_for(tmp_path, "wal") as db:
         url = store.url("app.db")
-        db = small / "app.db"
-        plain = sqlite3.connect(db, isolation_level=None)
-        plain.execute("create table t(id integer primary key, v blob)")
-        plain.execute("with recursive n(i) as (select 1 union all select i+1 from n where i < 1200) "
-                      "insert into t(v) select randomblob(20000) from n")
-        plain.execute("pragma journal_mode=wal")
-        plain.close()
         con = open_replicated(connect, db, url, **{"min-interval": "0"})
         con.execute("insert into t(v) values(randomblob(100))")
         sync(con, 120000)
@@ -320,5 +318,3 @@ def test_a_checkpoint_waits_for_our_own_snapshot_read(connect, tmp_path):
         restore(con, url, out)
         assert dump(out) == expected
         con.close()
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -399,16 +399,16 @@ unsafe extern "C" fn io_shm_lock(
                 h.checkpointing = flags & ffi::SQLITE_SHM_LOCK != 0 && rc == ffi::SQLITE_OK;
             }
             // A checkpoint needs every read mark behind the WAL's end. Our own consistent
-            // read holding one would cut it short (the WAL keeps growing until the next one):
-            // it waits for that read instead, as it would find the WAL with no reader
-            // without the extension. Within a budget counted from the read's start.
-            let mut deadline = None;
+            // read may hold the busy one (which one is busy cannot be told here): it would cut
+            // the checkpoint short, the WAL growing until the next. While it holds its read
+            // lock, the checkpoint waits for it instead, as it would find no reader without
+            // the extension; a PASSIVE checkpoint too. Until 2 s after the read took its lock,
+            // for all checkpoints together.
             while rc == ffi::SQLITE_BUSY
                 && h.checkpointing
                 && flags == ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE
                 && offset >= WAL_READ_LOCK_0
                 && r.own_snapshot_began_within(OWN_SNAPSHOT_CHECKPOINT_BUDGET)
-                && before(&mut deadline, OWN_SNAPSHOT_CHECKPOINT_BUDGET)
             {
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 rc = inner_call!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
@@ -436,8 +436,9 @@ const WAL_CKPT_LOCK: c_int = 1;
 const WAL_RECOVER_LOCK: c_int = 2;
 const WAL_READ_LOCK_0: c_int = 3;
 
-/// How long after our own consistent read began this process's checkpoints still wait for
-/// it (a spooled snapshot of a few hundred MB ends well within it).
+/// How long after our own consistent read took its read lock this process's checkpoints
+/// still wait for it (the read of a small database's snapshot ends well within it; a large
+/// or streamed one may not, and checkpoints then stop at its mark, as for any reader).
 const OWN_SNAPSHOT_CHECKPOINT_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Longest the application waits for our own consistent read's WAL-index recovery.

@@ -100,10 +100,13 @@ pub struct Replicator {
     lease_held: std::sync::atomic::AtomicBool,
     /// What the conditional-write probe found (None until it ran).
     conditional: Mutex<Option<crate::storage::ConditionalSupport>>,
-    /// While our own consistent read holds the database: when it began, by the monotonic
-    /// clock and in ms since the epoch (see `own_snapshot_in_progress`,
-    /// `own_snapshot_began_within`, status `snapshot_read_since`).
-    snapshot_reading: Mutex<Option<(std::time::Instant, i64)>>,
+    /// While our own consistent read is on, from its open to its close: this process's
+    /// writers wait for it rather than fail with SQLITE_BUSY (`own_snapshot_in_progress`).
+    snapshot_reading: std::sync::atomic::AtomicBool,
+    /// While that read holds its read lock (its steps run): since when, by the monotonic
+    /// clock and in ms since the epoch (`own_snapshot_began_within`, status
+    /// `snapshot_read_since`).
+    snapshot_holding: Mutex<Option<(std::time::Instant, i64)>>,
     _alive: Alive,
 }
 
@@ -197,6 +200,7 @@ impl Replicator {
             lease_held: std::sync::atomic::AtomicBool::new(!config.lease),
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
+            snapshot_holding: Default::default(),
             _alive: Alive::new(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
@@ -278,20 +282,29 @@ impl Replicator {
         let read = CONSISTENT_READ
             .get()
             .ok_or_else(|| "no consistent-read provider".to_string())?;
-        /// Clears `snapshot_reading` however the read ends (a panic included).
-        struct Reading<'a>(&'a Mutex<Option<(std::time::Instant, i64)>>);
+        /// Clears its flag however the read ends (a panic included).
+        struct Reading<'a>(&'a std::sync::atomic::AtomicBool);
         impl Drop for Reading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        /// The same for `snapshot_holding`.
+        struct Holding<'a>(&'a Mutex<Option<(std::time::Instant, i64)>>);
+        impl Drop for Holding<'_> {
             fn drop(&mut self) {
                 *self.0.lock() = None;
             }
         }
         let mut steps = Some((f, then));
         let mut out = None;
-        *self.snapshot_reading.lock() =
-            Some((std::time::Instant::now(), crate::timefmt::now_millis()));
+        self.snapshot_reading.store(true, Ordering::SeqCst);
         let reading = Reading(&self.snapshot_reading);
         let result = read(&self.db_path, &mut || {
             if let Some((f, then)) = steps.take() {
+                *self.snapshot_holding.lock() =
+                    Some((std::time::Instant::now(), crate::timefmt::now_millis()));
+                let _holding = Holding(&self.snapshot_holding);
                 let t = f(&mut self.capture.lock());
                 out = Some(then(t));
             }
@@ -335,14 +348,15 @@ impl Replicator {
     /// Whether a lock SQLite could not get (SQLITE_BUSY) is held by our own snapshot's read
     /// transaction: then the writer should wait for it, not fail.
     pub fn own_snapshot_in_progress(&self) -> bool {
-        self.snapshot_reading.lock().is_some()
+        self.snapshot_reading.load(Ordering::SeqCst)
     }
 
-    /// Whether our own consistent read is on and began less than `budget` ago. A checkpoint
-    /// of this process waits for such a read (which would cut it short) only within this
-    /// budget: every commit may checkpoint, and a long snapshot must not stall each of them.
+    /// Whether our own consistent read holds its read lock, taken less than `budget` ago. A
+    /// checkpoint of this process waits for such a read (which may be what cuts it short)
+    /// only within this budget: every commit may checkpoint, and a long snapshot must not
+    /// stall each of them.
     pub fn own_snapshot_began_within(&self, budget: std::time::Duration) -> bool {
-        self.snapshot_reading
+        self.snapshot_holding
             .lock()
             .is_some_and(|(began, _)| began.elapsed() < budget)
     }
@@ -560,7 +574,7 @@ impl Replicator {
     }
 
     pub fn status(&self) -> Status {
-        let c = self.capture.lock();
+        let mut c = self.capture.lock();
         let stats = self.stats.lock();
         let now = crate::timefmt::now_millis();
         Status {
@@ -571,7 +585,7 @@ impl Replicator {
             pending_files: c.queue.len(),
             pending_bytes: c.queued_bytes(),
             lag_ms: c.pending_since_ms().map_or(0, |t| (now - t).max(0)),
-            needs_snapshot: c.needs_full,
+            needs_snapshot: c.snapshot_due(true),
             foreign_unresolved: c.foreign_unresolved(),
             remote_known: c.remote_known,
             last_error: stats.last_error.clone().or_else(|| {
@@ -595,7 +609,7 @@ impl Replicator {
             owner_pid: c.owner_pid(),
             full_snapshots: c.full_snapshots,
             snapshot_read_since: self
-                .snapshot_reading
+                .snapshot_holding
                 .lock()
                 .map(|(_, ms)| crate::timefmt::rfc3339_millis(ms)),
             lease: if self.config.lease {

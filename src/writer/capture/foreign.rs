@@ -45,6 +45,10 @@ fn parse_db_header(file: &dyn DbFile) -> io::Result<Option<DbHeader>> {
     }))
 }
 
+/// Longest a due full snapshot of a WAL-mode database waits for the application to open
+/// the WAL (see `Capture::snapshot_due`); the shipper looks again at least this often.
+const WAIT_FOR_APPLICATION_WAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most hand-offs the owner follows in one go before it resyncs instead.
 const MAX_CHAIN: u32 = 10_000;
 
@@ -110,26 +114,31 @@ impl Capture {
     }
 
     /// A full snapshot is due and there is a database to take it of. A new database nothing
-    /// was written to yet (no header, no WAL frame) has no state to ship: the first commit
-    /// takes the snapshot, and until then nothing waits for one (a sync, a close).
+    /// was written to yet (no header) has no state to ship: the first commit takes the
+    /// snapshot, and until then nothing waits for one (a sync, a close).
     ///
     /// A WAL-mode database with no WAL file that no connection of ours has opened the WAL of
-    /// (just switched to WAL mode, or reopened after a clean close) waits for the
-    /// application's first read, unless `flushing`: our read transaction would create the
-    /// -wal and -shm files before the application does (SQLite's walmode.test looks).
-    pub(super) fn snapshot_due(&mut self, flushing: bool) -> bool {
+    /// (just switched to WAL mode, reopened after a clean close, or its last WAL user gone)
+    /// waits up to `WAIT_FOR_APPLICATION_WAL` for the application to open it, unless
+    /// `flushing` (a sync or close waits): our read transaction would create the -wal and
+    /// -shm files before the application does (SQLite's walmode.test looks right away).
+    pub fn snapshot_due(&mut self, flushing: bool) -> bool {
         if !self.needs_full {
+            self.waiting_for_wal_since = None;
             return false;
         }
-        match self.db_header() {
-            Ok(None) => std::fs::metadata(&self.wal_path)
-                .is_ok_and(|m| m.len() > wal::WAL_HEADER_SIZE + FRAME_HEADER_SIZE),
-            Ok(Some(h)) if h.wal_mode && !flushing && self.wal_handles == 0 => {
-                self.wal_path.exists()
+        let header = self.db_header();
+        if let Ok(Some(h)) = &header {
+            if h.wal_mode && !flushing && self.wal_handles == 0 && !self.wal_path.exists() {
+                let since = *self
+                    .waiting_for_wal_since
+                    .get_or_insert_with(std::time::Instant::now);
+                return since.elapsed() >= WAIT_FOR_APPLICATION_WAL;
             }
-            // An error is for the read transaction to meet and report.
-            Ok(Some(_)) | Err(_) => true,
         }
+        self.waiting_for_wal_since = None;
+        // An error is for the read transaction to meet and report.
+        !matches!(header, Ok(None))
     }
 
     /// Every page of the database as SQLite sees it now, and its size in pages: the file

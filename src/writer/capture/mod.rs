@@ -167,6 +167,9 @@ pub struct Capture {
     wal: Option<WalCursor>,
     /// Open WAL handles: while any is open, database writes are checkpoints, not commits.
     pub wal_handles: usize,
+    /// Since when a due full snapshot waits for the application to open the WAL (see
+    /// `snapshot_due`).
+    waiting_for_wal_since: Option<std::time::Instant>,
     /// Main-database handles holding RESERVED or more (a rollback-mode write in progress).
     write_locks: usize,
     /// Handles rolling back a hot journal (SHARED straight to EXCLUSIVE, as SQLite does only
@@ -277,6 +280,7 @@ impl Capture {
             page_size: 0,
             wal: None,
             wal_handles: 0,
+            waiting_for_wal_since: None,
             write_locks: 0,
             hot_rollbacks: 0,
             counter_before_write: None,
@@ -567,7 +571,8 @@ impl Capture {
     }
 
     pub fn has_work(&mut self, flushing: bool) -> bool {
-        self.pending.is_some()
+        // With a full snapshot due, pending pages are in it: they are no work of their own.
+        (self.pending.is_some() && !self.needs_full)
             || self.snapshot_due(flushing)
             || self.foreign_unresolved
             || !self.queue.is_empty()
