@@ -393,3 +393,31 @@ def test_a_wal_database_without_its_wal_file_is_snapshotted_by_a_sync_before_any
     assert status_of(con, db)["needs_snapshot"] is False
     check_replica(con, store, url, db, tmp_path)
     con.close()
+
+
+def test_a_deferred_first_snapshot_is_taken_while_the_status_is_polled(connect, tmp_path):
+    """The first snapshot of a WAL-mode database with no -wal file waits (briefly) for the
+    application to open the WAL. A monitor polling litestream_status() from another
+    connection meanwhile must not restart that wait: the snapshot is taken without any read,
+    sync or close of the application."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("pragma journal_mode=wal")
+    plain.execute("create table t(x)")
+    plain.execute("insert into t values('written without the extension')")
+    plain.close()
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    monitor = connect()
+    deadline = time.monotonic() + 30
+    while True:
+        doc = json.loads(monitor.execute("select litestream_status()").fetchone()[0])
+        st = next(d for d in doc["databases"] if d["path"] == str(db))
+        if st["remote_txid"] != "0000000000000000":
+            break
+        assert time.monotonic() < deadline, f"the first snapshot was never taken: {st}"
+        time.sleep(0.05)
+    assert st["full_snapshots"] == 1 and st["last_error"] is None, st
+    check_replica(con, store, url, db, tmp_path)
+    con.close()

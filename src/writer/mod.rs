@@ -56,9 +56,10 @@ pub struct Status {
     /// Full snapshots this process sealed as owner: the first, then one per gap healed
     /// (another process's commits it could not capture page by page, a lost spool...).
     pub full_snapshots: u64,
-    /// Since when a read transaction of ours holds the database still (a full snapshot, or
-    /// other processes' commits being resolved); None when none does. While it does, this
-    /// process's checkpoints wait for it, at most 2 s after it began; others' stop at it.
+    /// Since when a read transaction of ours has held its read lock to keep the database
+    /// still (a full snapshot, or other processes' commits being resolved); None when none
+    /// does. While it does, this process's checkpoints wait for it, until 2 s after that;
+    /// others' stop at it.
     pub snapshot_read_since: Option<String>,
 }
 

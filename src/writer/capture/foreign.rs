@@ -128,17 +128,19 @@ impl Capture {
             return false;
         }
         let header = self.db_header();
-        if let Ok(Some(h)) = &header {
-            if h.wal_mode && !flushing && self.wal_handles == 0 && !self.wal_path.exists() {
-                let since = *self
-                    .waiting_for_wal_since
-                    .get_or_insert_with(std::time::Instant::now);
-                return since.elapsed() >= WAIT_FOR_APPLICATION_WAL;
-            }
+        let waits_for_wal = matches!(&header, Ok(Some(h)) if h.wal_mode)
+            && self.wal_handles == 0
+            && !self.wal_path.exists();
+        if !waits_for_wal {
+            self.waiting_for_wal_since = None;
+            // An error is for the read transaction to meet and report.
+            return !matches!(header, Ok(None));
         }
-        self.waiting_for_wal_since = None;
-        // An error is for the read transaction to meet and report.
-        !matches!(header, Ok(None))
+        // The wait runs whoever asks: a status or a sync asking meanwhile must not restart it.
+        let since = *self
+            .waiting_for_wal_since
+            .get_or_insert_with(std::time::Instant::now);
+        flushing || since.elapsed() >= WAIT_FOR_APPLICATION_WAL
     }
 
     /// Every page of the database as SQLite sees it now, and its size in pages: the file
