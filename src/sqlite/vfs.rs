@@ -223,12 +223,15 @@ unsafe extern "C" fn io_truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_i
         // SAFETY: `f` is ours.
         let role = unsafe { &handle(f).role };
         match role {
-            Role::Wal(r) => r.clone().around(
-                "WAL truncate",
-                |c| c.before_wal_reset(),
-                || inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size),
-                |c, _| c.after_wal_reset(),
-            ),
+            Role::Wal(r) => {
+                let to = u64::try_from(size).unwrap_or(0);
+                r.clone().around(
+                    "WAL truncate",
+                    |c| c.before_wal_truncate(to),
+                    || inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size),
+                    |c, _| c.after_wal_truncate(to),
+                )
+            }
             Role::Journal(r) if size == 0 => {
                 // journal_mode=TRUNCATE commits by truncating the journal to zero.
                 let rc = inner_call!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size);

@@ -755,6 +755,38 @@ impl Capture {
         }
     }
 
+    /// Before SQLite truncates the WAL to `size` bytes. To nothing (a TRUNCATE checkpoint, a
+    /// persistent WAL's close) the WAL is reset. To the end of the live generation
+    /// (`journal_size_limit` cutting a restarted WAL's stale frames off after a commit) the
+    /// generation goes on and capture has nothing to do: treated as a reset, the next look
+    /// met a generation it "did not see begin" and resynced after every restart.
+    pub fn before_wal_truncate(&mut self, size: u64) -> io::Result<()> {
+        if self.trims_stale_frames(size) {
+            return Ok(());
+        }
+        self.before_wal_reset()
+    }
+
+    /// After SQLite truncated the WAL to `size` bytes (see `before_wal_truncate`).
+    pub fn after_wal_truncate(&mut self, size: u64) -> io::Result<()> {
+        if self.trims_stale_frames(size) {
+            return Ok(());
+        }
+        self.after_wal_reset()
+    }
+
+    /// A truncation to `size` keeps every frame of the live generation we follow (a
+    /// follower follows none: it hands the generation over when it ends).
+    fn trims_stale_frames(&self, size: u64) -> bool {
+        if size < WAL_HEADER_SIZE {
+            return false;
+        }
+        match &self.wal {
+            Some(cur) => size >= cur.next,
+            None => !self.is_owner(),
+        }
+    }
+
     /// Before the WAL is truncated or deleted.
     pub fn before_wal_reset(&mut self) -> io::Result<()> {
         if !self.is_owner() {
