@@ -421,3 +421,60 @@ def test_a_deferred_first_snapshot_is_taken_while_the_status_is_polled(connect, 
     assert st["full_snapshots"] == 1 and st["last_error"] is None, st
     check_replica(con, store, url, db, tmp_path)
     con.close()
+
+
+PLAIN_WAL_WRITER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+mode = con.execute("pragma journal_mode=wal").fetchone()[0]
+assert mode == "wal", mode
+con.execute("update t set v = v || ' (updated in place by a plain process)' where rowid % 2 = 0")
+con.execute("insert into t(v) values('plain one'), ('plain two')")
+if sys.argv[2] == "truncated":
+    busy, log, done = con.execute("pragma wal_checkpoint(truncate)").fetchone()
+    assert busy == 0, (busy, log, done)
+con.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["switched-to-wal", "wal-never-read", "truncated"])
+def test_a_plain_process_that_checkpoints_its_commits_away_is_not_missed(connect, tmp_path, how):
+    """The owner has no WAL to follow (its database was in rollback-journal mode; or in WAL
+    mode with no -wal file and no read of ours; or the WAL truncated to nothing). A process
+    without the extension then creates the WAL, commits, checkpoints and deletes or truncates
+    it, all between two of the owner's looks: only the database file changed. The owner must
+    notice and resync (it saw nothing to read and replicated none of it)."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    if how == "wal-never-read":
+        plain = sqlite3.connect(db, isolation_level=None)
+        plain.execute("pragma journal_mode=wal")
+        plain.execute("create table t(v)")
+        plain.executemany("insert into t values(?)", [(f"row {i}",) for i in range(20)])
+        plain.close()
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    else:
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute("pragma busy_timeout=30000")
+        con.execute("pragma journal_mode=" + ("delete" if how == "switched-to-wal" else "wal"))
+        con.execute("create table t(v)")
+        con.executemany("insert into t values(?)", [(f"row {i}",) for i in range(20)])
+        if how == "truncated":
+            assert con.execute("pragma wal_checkpoint(truncate)").fetchone()[0] == 0
+            assert os.path.getsize(f"{db}-wal") == 0
+    sync(con)
+    before = status_of(con, db)
+    r = subprocess.run([sys.executable, "-c", PLAIN_WAL_WRITER, str(db), how],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    if how == "truncated":
+        assert os.path.getsize(f"{db}-wal") == 0
+    else:
+        assert not os.path.exists(f"{db}-wal")
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    st = status_of(con, db)
+    assert st["last_error"] is None, st
+    assert st["full_snapshots"] > before["full_snapshots"], (before, st)
+    con.close()

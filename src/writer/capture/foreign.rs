@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{Capture, DbFile, PageSource, Stillness, WalCursor};
 use crate::writer::handoff::{Handoff, PublishedPin, ShippedMark, WalHandoffName};
+use crate::writer::meta::DbFingerprint;
 use crate::writer::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 
 /// The fields of the database header (its first 100 bytes) capture needs.
@@ -174,6 +175,7 @@ impl Capture {
         };
         self.last_counter = header.map(|h| h.counter);
         self.foreign_unresolved = false;
+        self.accounted_db = DbFingerprint::of(&self.db_path);
         self.forget_handoffs_before_cursor();
         Ok((map, commit))
     }
@@ -312,7 +314,10 @@ impl Capture {
                 }
                 None if self.handoffs.wal_handoffs_with_salt1(next).is_empty() => {
                     // Truncated or deleted after its last frame was handed over: the next
-                    // header written continues from here.
+                    // header written continues from here, and the database file holds
+                    // what was handed over.
+                    self.last_counter = self.db_header()?.map(|h| h.counter);
+                    self.accounted_db = DbFingerprint::of(&self.db_path);
                     return Ok(true);
                 }
                 _ => {}
@@ -447,23 +452,30 @@ impl Capture {
         }
         let header = self.db_header()?;
         let changed = match header {
-            Some(h) if !h.wal_mode && self.wal.is_none() => match self.last_counter {
-                Some(last) if last != h.counter => {
-                    self.take_counter_handoffs(last, h.counter, locked)?
-                }
-                Some(_) => {
-                    // An unlocked look may have seen our own commit half-way (page 1
-                    // written before its commit point): under the lock it is ours.
-                    if locked {
-                        self.foreign_unresolved = false;
+            Some(h) if !h.wal_mode && self.wal.is_none() => {
+                let changed = match self.last_counter {
+                    Some(last) if last != h.counter => {
+                        self.take_counter_handoffs(last, h.counter, locked)?
                     }
-                    false
+                    Some(_) => {
+                        // An unlocked look may have seen our own commit half-way (page 1
+                        // written before its commit point): under the lock it is ours.
+                        if locked {
+                            self.foreign_unresolved = false;
+                        }
+                        false
+                    }
+                    None => {
+                        self.last_counter = Some(h.counter);
+                        false
+                    }
+                };
+                if !self.foreign_unresolved && self.last_counter == Some(h.counter) {
+                    // Every rollback-journal commit moves the counter: this file is all seen.
+                    self.accounted_db = DbFingerprint::of(&self.db_path);
                 }
-                None => {
-                    self.last_counter = Some(h.counter);
-                    false
-                }
-            },
+                changed
+            }
             _ => {
                 // Now in WAL mode: a change counter left unresolved from before the switch
                 // can no longer be matched with hand-offs.
@@ -471,11 +483,39 @@ impl Capture {
                     self.foreign_unresolved = false;
                     self.resync("another process committed before the switch to WAL mode without handing its pages over");
                 }
-                self.catch_up_wal()?
+                let caught_up = self.catch_up_wal()?;
+                caught_up || self.checkpointed_unseen(header.is_some())
             }
         };
         self.publish_pin();
         Ok(changed)
+    }
+
+    /// In WAL mode with no WAL generation to follow (none yet, or truncated or deleted):
+    /// whether the database file moved since it was last accounted for. Another process
+    /// then created a WAL, committed, checkpointed and truncated or deleted it between two
+    /// looks (SQLite's last connection deletes the WAL on close), and nothing of that is
+    /// left to read: resync. Followers' hand-offs of such a generation cannot be placed
+    /// either (nothing says which state they start from). The file's modification time
+    /// tells on kernels with fine-grained timestamps (Linux 6.13+ on ext4, xfs, btrfs and
+    /// tmpfs: a change after a stat always gets a new time); on coarser clocks a change
+    /// within the same tick as the last one seen is missed.
+    fn checkpointed_unseen(&mut self, has_header: bool) -> bool {
+        if self.wal.is_some() || self.needs_full || !has_header {
+            return false;
+        }
+        let now = DbFingerprint::of(&self.db_path);
+        match self.accounted_db {
+            None => {
+                self.accounted_db = now;
+                false
+            }
+            Some(seen) if Some(seen) != now => {
+                self.resync("the database file changed while it had no WAL to read: another process committed and checkpointed between two looks (a writer without the extension?)");
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Publishes where our WAL capture stands (best effort: followers hand over more when

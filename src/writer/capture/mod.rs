@@ -159,6 +159,10 @@ pub struct Capture {
     /// A change counter moved with no hand-off for it yet: look again under a read lock (the
     /// writer may still be committing) before resyncing.
     foreign_unresolved: bool,
+    /// The database file as last seen with everything in it accounted for (captured, handed
+    /// over, or snapshotted). In WAL mode with no WAL to read, a file that differs from it
+    /// was checkpointed into by someone whose commits we never saw (see `poll_foreign`).
+    accounted_db: Option<DbFingerprint>,
 
     open_db_file: OpenDbFile,
     db_file: Option<Box<dyn DbFile>>,
@@ -274,6 +278,7 @@ impl Capture {
             last_counter: None,
             ended_generation: None,
             foreign_unresolved: false,
+            accounted_db: None,
             open_db_file,
             db_file: None,
             wal_file: None,
@@ -402,6 +407,7 @@ impl Capture {
             if !unchanged && !empty {
                 c.needs_full = true;
             }
+            c.accounted_db = fingerprint.filter(|_| unchanged);
         }
         if c.page_size == 0 {
             c.page_size = c.read_db_page_size().unwrap_or(0);
@@ -808,6 +814,7 @@ impl Capture {
             return Ok(());
         }
         self.last_counter = self.db_header()?.map(|h| h.counter);
+        self.accounted_db = DbFingerprint::of(&self.db_path);
         self.save_position(false)
     }
 
@@ -882,6 +889,7 @@ impl Capture {
         // We hold the lock: a counter seen moving before is accounted for now (it was this
         // commit, seen half-way, or handed over above).
         self.foreign_unresolved = false;
+        self.accounted_db = DbFingerprint::of(&self.db_path);
         if rolled_back {
             // Its pages are back as the last commit left them: nothing new.
             self.dirty.clear();
