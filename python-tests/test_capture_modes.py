@@ -346,3 +346,138 @@ def test_a_wal_trimmed_to_its_size_limit_is_followed_without_resyncing(connect, 
     assert dump(ours) == expected
     assert dump(litestream_restore(store, url, theirs)) == expected
     con.close()
+
+
+KILLED_WRITER = """
+import sqlite3, sys, time, urllib.parse
+ext, db, url, checkpoint = sys.argv[1:5]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}"
+                      "&min-interval=0&lease-ttl=3s", uri=True, isolation_level=None)
+wal = checkpoint != "delete-journal"
+con.execute(f"pragma journal_mode={'wal' if wal else 'delete'}")
+con.execute("create table t(id integer primary key, v blob)")
+print(0, flush=True)
+try:
+    for i in range(100000):
+        con.execute("insert into t(v) values(randomblob(20000))")
+        print(i + 1, flush=True)  # SQLite reported this commit
+        if wal and i % 20 == 19:
+            con.execute(f"pragma wal_checkpoint({checkpoint})")
+except sqlite3.OperationalError as e:
+    print("FULL", e, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("checkpoint", ["truncate", "passive", "delete-journal"])
+@pytest.mark.parametrize("store_state", ["up", "down"])
+def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_path, monkeypatch, checkpoint,
+                                                         store_state):
+    """A replicating writer process fills its database's 3 MB filesystem until SQLITE_FULL
+    (the store up, or down: every request answered 500), then is killed (SIGKILL). A plain
+    sqlite3 sees every commit SQLite reported, in a sound database; once space is back and the
+    store up, the next writer heals the replica to exactly the local database."""
+    import signal
+    import subprocess
+    import sys
+    from helpers import FaultyStore
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    faulty = FaultyStore(store.endpoint, every=1)
+    url = (f"s3://{store.bucket}/{os.urandom(8).hex()}/app.db?endpoint={faulty.url}"
+           "&region=us-east-1&force-path-style=true")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
+    try:
+        db = small / "app.db"
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * 512 * 1024)
+        faulty.mode = "500" if store_state == "down" else None
+        child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, ext_path, str(db), url, checkpoint],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=store.env())
+        committed = None
+        try:
+            for line in child.stdout:
+                if line.startswith("FULL"):
+                    assert "full" in line, line
+                    break
+                committed = int(line)
+            else:
+                raise AssertionError(f"the writer ended before the disk was full: {child.stderr.read()}")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        assert committed > 20
+        if store_state == "down":
+            assert faulty.faults > 0, "the writer never met the store being down"
+        check = sqlite3.connect(db)
+        assert check.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert check.execute("select count(*) from t").fetchone()[0] == committed
+        check.close()
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        faulty.mode = None
+        con = open_replicated(connect, db, url, **{"min-interval": "0", "lease-ttl": "3s"})
+        assert con.execute("select count(*) from t").fetchone()[0] == committed
+        sync(con, 60000)
+        assert status_of(con, db)["last_error"] is None
+        expected = dump(db)
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == expected
+        con.close()
+        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_full_spool_with_the_store_down_loses_nothing_and_heals(connect, tmp_path, monkeypatch, journal_mode):
+    """The metadata directory (spool, state, hand-offs) on a 1 MB filesystem of its own, the
+    store down (every request answered 500) while 3 MB of commits are made: every commit
+    succeeds locally, the status names the trouble, and once the store is back (the spool
+    still full) the replica catches up to exactly the local database."""
+    import subprocess
+    from helpers import FaultyStore
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    faulty = FaultyStore(store.endpoint, every=1)
+    url = (f"s3://{store.bucket}/{os.urandom(8).hex()}/app.db?endpoint={faulty.url}"
+           "&region=us-east-1&force-path-style=true")
+    db = tmp_path / "app.db"
+    spool = tmp_path / ".app.db-litestream"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool)], check=True)
+    try:
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        con.execute(f"pragma journal_mode={journal_mode}")
+        con.execute("create table t(id integer primary key, v blob)")
+        sync(con)
+        faulty.mode = "500"
+        for i in range(150):
+            con.execute("insert into t(v) values(randomblob(20000))")
+            if journal_mode == "wal" and i % 20 == 19:
+                con.execute("pragma wal_checkpoint(truncate)")
+        assert con.execute("select count(*) from t").fetchone()[0] == 150
+        deadline = time.time() + 30
+        while status_of(con, db)["last_error"] is None:
+            assert time.time() < deadline, f"the status says nothing: {status_of(con, db)}"
+            time.sleep(0.1)
+        assert faulty.faults > 0
+        faulty.mode = None
+        sync(con, 60000)
+        assert status_of(con, db)["last_error"] is None, status_of(con, db)
+        expected = dump(db)
+        out = tmp_path / "out.db"
+        restore(con, url, out)
+        assert dump(out) == expected
+        con.close()
+        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
