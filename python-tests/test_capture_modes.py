@@ -374,8 +374,9 @@ time.sleep(120)
 
 @pytest.mark.parametrize("checkpoint", ["truncate", "passive", "delete-journal"])
 @pytest.mark.parametrize("store_state", ["up", "down"])
+@pytest.mark.parametrize("kind", ["moto", "ceph"])
 def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_path, monkeypatch, checkpoint,
-                                                         store_state):
+                                                         store_state, kind):
     """A replicating writer process fills its database's 3 MB filesystem until SQLITE_FULL
     (the store up, or down: every request answered 500), then is killed (SIGKILL). A plain
     sqlite3 sees every commit SQLite reported, in a sound database; once space is back and the
@@ -384,7 +385,7 @@ def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_p
     import subprocess
     import sys
     from helpers import FaultyStore
-    store = Store("moto", tmp_path)
+    store = Store(kind, tmp_path)
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)
     faulty = FaultyStore(store.endpoint, every=1)
