@@ -9,12 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
 import pytest
 
-from helpers import Store, litestream_restore, proxied_moto
+from helpers import FaultyStore, Store, litestream_restore, proxied_moto
 from test_replication import open_replicated
 from test_restore import restore
 
@@ -64,10 +65,40 @@ def test_overlapping_writers_never_fork(connect, ext_path, tmp_path, monkeypatch
         monkeypatch.setenv(k, v)
     url = store.url("app.db")
     rng = random.Random(f"{kind}-{trial}")
-    scenario = rng.choice(["overlap", "kill", "stop", "three"])
-    a = start_writer(ext_path, store, tmp_path, url, "a", 2.5)
+    overlapping_writers(connect, ext_path, tmp_path, store, url, url, rng)
+
+
+@pytest.mark.parametrize("kind,mode", [("moto", m) for m in FaultyStore.MODES] +
+                         [("ceph", m) for m in ("reset", "blackhole", "delay")])
+def test_writers_taking_over_through_store_faults_never_fork(connect, ext_path, tmp_path, monkeypatch, kind, mode):
+    """The same takeovers while every third request to the store fails (errors, resets,
+    silence, delays, cut bodies) for the first 1.5 s, lease renewals and conditional writes
+    among them; then the store is well again and the writers that are left finish."""
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    faulty = FaultyStore(store.endpoint)
+    faulty.mode = mode
+    threading.Timer(1.5, lambda: setattr(faulty, "mode", None)).start()
+    prefix = os.urandom(8).hex()
+    through, direct = (f"s3://{store.bucket}/{prefix}/app.db?endpoint={e}&region=us-east-1&force-path-style=true"
+                       for e in (faulty.url, store.endpoint))
+    rng = random.Random(f"faults-{kind}-{mode}")
+    # The writers outlive the faults by 3 s: time to get past the pauses the faults caused
+    # (a writer that closes while the store fails keeps its commits locally).
+    overlapping_writers(connect, ext_path, tmp_path, store, through, direct, rng,
+                        scenario=rng.choice(["kill", "stop"]), seconds=4.5)
+    assert faulty.faults > 0
+
+
+def overlapping_writers(connect, ext_path, tmp_path, store, url, direct, rng, scenario=None, seconds=2.5):
+    """Writers `a` and `b` (and `c`) replicate one database to `url` with overlapping lives,
+    one killed or stopped past its TTL (`scenario`, else one at random); then the chain
+    (read at `direct`) has no gap or fork and every restore point is a writer's state."""
+    scenario = scenario or rng.choice(["overlap", "kill", "stop", "three"])
+    a = start_writer(ext_path, store, tmp_path, url, "a", seconds)
     time.sleep(rng.uniform(0.3, 0.8))
-    b = start_writer(ext_path, store, tmp_path, url, "b", 2.5)
+    b = start_writer(ext_path, store, tmp_path, url, "b", seconds)
     procs = [a, b]
     if scenario == "kill":
         time.sleep(rng.uniform(0.1, 1.0))
@@ -88,6 +119,7 @@ def test_overlapping_writers_never_fork(connect, ext_path, tmp_path, monkeypatch
         path = tmp_path / f"{name}.states"
         if path.exists():
             states |= set(path.read_text().split())
+    url = direct
     chain = l0_txids(store, url)
     assert chain, "nothing replicated"
     assert all(lo == hi for lo, hi in chain), chain
