@@ -478,3 +478,26 @@ def test_a_plain_process_that_checkpoints_its_commits_away_is_not_missed(connect
     assert st["last_error"] is None, st
     assert st["full_snapshots"] > before["full_snapshots"], (before, st)
     con.close()
+
+
+def test_a_sync_that_needs_a_read_the_database_refuses_says_why_at_once(connect, tmp_path):
+    """A full snapshot is due but the database cannot be read whole (here its file was
+    deleted under the open connection): litestream_sync() fails with that reason, not a
+    timeout after waiting for what cannot happen, and the status names it too."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("pragma journal_mode=wal")
+    plain.execute("create table t(x)")
+    plain.execute("insert into t values('written without the extension')")
+    plain.close()
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    os.unlink(db)
+    with pytest.raises(sqlite3.OperationalError) as e:
+        sync(con, 20000)
+    assert "cannot read the database whole for a full snapshot" in str(e.value), e.value
+    assert "unable to open database file" in str(e.value), e.value
+    assert "timed out" not in str(e.value), e.value
+    assert "for a full snapshot" in (status_of(con, db)["last_error"] or ""), status_of(con, db)
+    con.close()

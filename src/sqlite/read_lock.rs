@@ -9,6 +9,7 @@ use std::path::Path;
 use libsqlite3_sys as ffi;
 
 use super::cstring;
+use crate::writer::ReadError;
 
 /// How long the read transaction waits for a writer to finish (its commit is short; a
 /// longer wait is tried again at the shipper's next pass).
@@ -24,7 +25,7 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    fn error(&self, what: &str, rc: i32) -> String {
+    fn error(&self, what: &str, rc: i32) -> ReadError {
         // SAFETY: errmsg of a live (or null: "out of memory") handle is a valid C string.
         let msg = unsafe {
             let p = ffi::sqlite3_errmsg(self.0);
@@ -34,10 +35,13 @@ impl Conn {
                 CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
-        format!("{what}: {msg} (error {rc})")
+        ReadError {
+            code: rc,
+            message: format!("{what}: {msg} (error {rc})"),
+        }
     }
 
-    fn exec(&self, sql: &str) -> Result<(), String> {
+    fn exec(&self, sql: &str) -> Result<(), ReadError> {
         let c = cstring(sql);
         // SAFETY: a live connection and a NUL-terminated statement; no callback.
         let rc = unsafe {
@@ -58,7 +62,7 @@ impl Conn {
 }
 
 /// Runs `f` while a read transaction on `path` holds the database still.
-pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), String> {
+pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), ReadError> {
     let name = cstring(&path.to_string_lossy());
     let vfs: *const c_char = super::vfs::parent_name();
     let mut db = std::ptr::null_mut();

@@ -108,6 +108,10 @@ pub struct Replicator {
     /// clock and in ms since the epoch (`own_snapshot_began_within`, status
     /// `snapshot_read_since`).
     snapshot_holding: Mutex<Option<(std::time::Instant, i64)>>,
+    /// The last consistent read that failed for a reason waiting will not cure (see
+    /// `ReadError::is_busy`), and when; cleared by one that succeeds. A sync that needs that
+    /// read reports it at once instead of timing out.
+    read_failed: Mutex<Option<(std::time::Instant, ReadError)>>,
     _alive: Alive,
 }
 
@@ -142,7 +146,39 @@ pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
 
 /// Runs a closure while a read transaction holds a database still (provided by the FFI edge,
 /// which owns every SQLite call: see `sqlite::read_lock`).
-pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), String>;
+pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), ReadError>;
+
+/// What a sync and the status say when the read a full snapshot needs fails.
+pub(crate) const SNAPSHOT_READ_FAILED: &str = "cannot read the database whole for a full snapshot";
+
+/// Why a consistent read could not be had: SQLite's primary result code, and what failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl ReadError {
+    /// SQLITE_ERROR: a failure of ours around the read, not SQLite's.
+    fn internal(message: &str) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+
+    /// Another connection holds the database (SQLITE_BUSY, SQLITE_LOCKED): wait and retry.
+    /// Anything else (not a database, I/O error, cannot open) will not pass by waiting.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.code & 0xff, 5 | 6)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 static CONSISTENT_READ: std::sync::OnceLock<ConsistentRead> = std::sync::OnceLock::new();
 
@@ -202,6 +238,7 @@ impl Replicator {
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
             snapshot_holding: Default::default(),
+            read_failed: Default::default(),
             _alive: Alive::new(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
@@ -279,10 +316,10 @@ impl Replicator {
         &self,
         f: impl FnOnce(&mut Capture) -> T,
         then: impl FnOnce(T) -> U,
-    ) -> Result<U, String> {
+    ) -> Result<U, ReadError> {
         let read = CONSISTENT_READ
             .get()
-            .ok_or_else(|| "no consistent-read provider".to_string())?;
+            .ok_or_else(|| ReadError::internal("no consistent-read provider"))?;
         /// Clears its flag however the read ends (a panic included).
         struct Reading<'a>(&'a std::sync::atomic::AtomicBool);
         impl Drop for Reading<'_> {
@@ -316,15 +353,19 @@ impl Replicator {
             self.db_path.display(),
             match &result {
                 Ok(()) => "ok".to_string(),
-                Err(e) => e.clone(),
+                Err(e) => e.to_string(),
             }
         );
+        *self.read_failed.lock() = match &result {
+            Err(e) if !e.is_busy() => Some((std::time::Instant::now(), e.clone())),
+            _ => None,
+        };
         // Once the steps ran, their outcome stands: ending a read transaction changes
         // nothing (an upload done in it is done).
         match (out, result) {
             (Some(out), _) => Ok(out),
             (None, Err(e)) => Err(e),
-            (None, Ok(())) => Err("the read transaction did not run".to_string()),
+            (None, Ok(())) => Err(ReadError::internal("the read transaction did not run")),
         }
     }
 
@@ -427,7 +468,8 @@ impl Replicator {
 
     /// Waits until every commit captured so far is in the replica.
     pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
-        let deadline = std::time::Instant::now() + timeout;
+        let began = std::time::Instant::now();
+        let deadline = began + timeout;
         let owner = {
             let mut c = self.capture.lock();
             c.try_become_owner().unwrap_or(false)
@@ -455,12 +497,16 @@ impl Replicator {
                 // A queued file sealed from what was captured by then (a snapshot holds no
                 // commit of its own) must be uploaded too.
                 let sealed_before = c.queue.iter().any(|q| q.commits <= target);
-                if c.remote_known
-                    && c.commits_shipped >= target
-                    && !c.needs_consistent_read(true)
-                    && !sealed_before
-                {
+                let needs_read = c.needs_consistent_read(true);
+                if c.remote_known && c.commits_shipped >= target && !needs_read && !sealed_before {
                     return Ok(c.shipped_txid);
+                }
+                if needs_read {
+                    if let Some((at, e)) = self.read_failed.lock().clone() {
+                        if at >= began {
+                            return Err(format!("{}: {e}", SNAPSHOT_READ_FAILED));
+                        }
+                    }
                 }
             }
             if std::time::Instant::now() >= deadline {

@@ -264,6 +264,15 @@ impl Capture {
         if !same {
             return self.wal_ended_elsewhere(now.map(|h| (h, file)), depth);
         }
+        if file.metadata()?.len() < cur.committed_end {
+            // Frames we read are gone but the header is the same: the file was cut or
+            // replaced outside SQLite. Nothing of ours lines up with it any more.
+            self.resync(
+                "the WAL is shorter than the frames already read from it (changed outside SQLite?)",
+            );
+            self.wal = None;
+            return Ok(true);
+        }
         let checksum = self.checksum_at(&cur, &file)?;
         let scan = wal::scan(&file, Some((cur.header, cur.committed_end, checksum)))?;
         if scan.end <= cur.committed_end {

@@ -247,9 +247,10 @@ fn read_wal_page(
     salts: Option<(u32, u32)>,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    wal.read_exact_at(buf, at + FRAME_HEADER_SIZE)?;
     let mut head = [0u8; FRAME_HEADER_SIZE as usize];
-    wal.read_exact_at(&mut head, at)?;
+    wal.read_exact_at(buf, at + FRAME_HEADER_SIZE)
+        .and_then(|()| wal.read_exact_at(&mut head, at))
+        .map_err(|e| io::Error::new(e.kind(), format!("WAL frame at {at} (page {pgno}): {e}")))?;
     let fh = FrameHeader::parse(&head);
     if Some((fh.salt1, fh.salt2)) != salts || fh.pgno != pgno {
         return Err(io::Error::other(format!(
@@ -943,8 +944,10 @@ impl Capture {
                 // The running checksum after the last committed frame is in that frame's header.
                 let checksum = if cur.committed_end > WAL_HEADER_SIZE {
                     let mut head = [0u8; FRAME_HEADER_SIZE as usize];
-                    self.wal_file()?
-                        .read_exact_at(&mut head, cur.committed_end - cur.header.frame_size())?;
+                    let at = cur.committed_end - cur.header.frame_size();
+                    self.wal_file()?.read_exact_at(&mut head, at).map_err(|e| {
+                        io::Error::new(e.kind(), format!("WAL frame header at {at}: {e}"))
+                    })?;
                     FrameHeader::parse(&head).checksum
                 } else {
                     cur.header.checksum
