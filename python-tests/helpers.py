@@ -340,6 +340,10 @@ class FaultyStore:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def s3_url(self, bucket, key):
+        """A replica URL for `bucket`/`key` through this front."""
+        return f"s3://{bucket}/{key}?endpoint={self.url}&region=us-east-1&force-path-style=true"
+
     def set(self, mode, every=None):
         assert mode is None or mode in self.MODES, mode
         if every is not None:

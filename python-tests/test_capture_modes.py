@@ -348,6 +348,19 @@ def test_a_wal_trimmed_to_its_size_limit_is_followed_without_resyncing(connect, 
     con.close()
 
 
+def catches_up_and_restores(con, store, url, db, tmp_path):
+    """The replica catches up (status clear) and both restores give exactly the local
+    database; closes `con`."""
+    sync(con, 60000)
+    assert status_of(con, db)["last_error"] is None, status_of(con, db)
+    expected = dump(db)
+    out = tmp_path / "out.db"
+    restore(con, url, out)
+    assert dump(out) == expected
+    con.close()
+    assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+
+
 KILLED_WRITER = """
 import sqlite3, sys, time, urllib.parse
 ext, db, url, checkpoint = sys.argv[1:5]
@@ -389,8 +402,7 @@ def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_p
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)
     faulty = FaultyStore(store.endpoint, every=1)
-    url = (f"s3://{store.bucket}/{os.urandom(8).hex()}/app.db?endpoint={faulty.url}"
-           "&region=us-east-1&force-path-style=true")
+    url = faulty.s3_url(store.bucket, f"{os.urandom(8).hex()}/app.db")
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
@@ -425,14 +437,7 @@ def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_p
         faulty.mode = None
         con = open_replicated(connect, db, url, **{"min-interval": "0", "lease-ttl": "3s"})
         assert con.execute("select count(*) from t").fetchone()[0] == committed
-        sync(con, 60000)
-        assert status_of(con, db)["last_error"] is None
-        expected = dump(db)
-        out = tmp_path / "out.db"
-        restore(con, url, out)
-        assert dump(out) == expected
-        con.close()
-        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+        catches_up_and_restores(con, store, url, db, tmp_path)
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
 
@@ -449,8 +454,7 @@ def test_a_full_spool_with_the_store_down_loses_nothing_and_heals(connect, tmp_p
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)
     faulty = FaultyStore(store.endpoint, every=1)
-    url = (f"s3://{store.bucket}/{os.urandom(8).hex()}/app.db?endpoint={faulty.url}"
-           "&region=us-east-1&force-path-style=true")
+    url = faulty.s3_url(store.bucket, f"{os.urandom(8).hex()}/app.db")
     db = tmp_path / "app.db"
     spool = tmp_path / ".app.db-litestream"
     spool.mkdir()
@@ -472,13 +476,6 @@ def test_a_full_spool_with_the_store_down_loses_nothing_and_heals(connect, tmp_p
             time.sleep(0.1)
         assert faulty.faults > 0
         faulty.mode = None
-        sync(con, 60000)
-        assert status_of(con, db)["last_error"] is None, status_of(con, db)
-        expected = dump(db)
-        out = tmp_path / "out.db"
-        restore(con, url, out)
-        assert dump(out) == expected
-        con.close()
-        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected
+        catches_up_and_restores(con, store, url, db, tmp_path)
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)

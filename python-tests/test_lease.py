@@ -80,9 +80,9 @@ def test_writers_taking_over_through_store_faults_never_fork(connect, ext_path, 
     faulty = FaultyStore(store.endpoint)
     faulty.mode = mode
     threading.Timer(1.5, lambda: setattr(faulty, "mode", None)).start()
-    prefix = os.urandom(8).hex()
-    through, direct = (f"s3://{store.bucket}/{prefix}/app.db?endpoint={e}&region=us-east-1&force-path-style=true"
-                       for e in (faulty.url, store.endpoint))
+    key = f"{os.urandom(8).hex()}/app.db"
+    through = faulty.s3_url(store.bucket, key)
+    direct = f"s3://{store.bucket}/{key}?endpoint={store.endpoint}&region=us-east-1&force-path-style=true"
     rng = random.Random(f"faults-{kind}-{mode}")
     # The writers outlive the faults by 3 s: time to get past the pauses the faults caused
     # (a writer that closes while the store fails keeps its commits locally).

@@ -59,6 +59,15 @@ def check_replica(con, store, url, db, tmp_path):
     assert dump(litestream_restore(store, url, theirs)) == expected
 
 
+def write_wal_database_without_the_extension(db):
+    """A WAL-mode database with one row, written by plain SQLite and closed: no -wal file."""
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("pragma journal_mode=wal")
+    plain.execute("create table t(x)")
+    plain.execute("insert into t values('written without the extension')")
+    plain.close()
+
+
 @pytest.mark.parametrize("kind,journal_mode", [("file", "wal"), ("file", "delete"), ("file", "truncate"),
                                               ("file", "persist"), ("moto", "wal"), ("moto", "delete")])
 @pytest.mark.parametrize("other", ["ext", "plain"])
@@ -382,11 +391,7 @@ def test_a_wal_database_without_its_wal_file_is_snapshotted_by_a_sync_before_any
     store = Store("file", tmp_path)
     url = store.url("app.db")
     db = tmp_path / "app.db"
-    plain = sqlite3.connect(db, isolation_level=None)
-    plain.execute("pragma journal_mode=wal")
-    plain.execute("create table t(x)")
-    plain.execute("insert into t values('written without the extension')")
-    plain.close()
+    write_wal_database_without_the_extension(db)
     assert not os.path.exists(f"{db}-wal")
     con = open_replicated(connect, db, url, **{"min-interval": "0"})
     assert int(sync(con)[str(db)], 16) == 1
@@ -403,11 +408,7 @@ def test_a_deferred_first_snapshot_is_taken_while_the_status_is_polled(connect, 
     store = Store("file", tmp_path)
     url = store.url("app.db")
     db = tmp_path / "app.db"
-    plain = sqlite3.connect(db, isolation_level=None)
-    plain.execute("pragma journal_mode=wal")
-    plain.execute("create table t(x)")
-    plain.execute("insert into t values('written without the extension')")
-    plain.close()
+    write_wal_database_without_the_extension(db)
     con = open_replicated(connect, db, url, **{"min-interval": "0"})
     monitor = connect()
     deadline = time.monotonic() + 30
@@ -487,11 +488,7 @@ def test_a_sync_that_needs_a_read_the_database_refuses_says_why_at_once(connect,
     store = Store("file", tmp_path)
     url = store.url("app.db")
     db = tmp_path / "app.db"
-    plain = sqlite3.connect(db, isolation_level=None)
-    plain.execute("pragma journal_mode=wal")
-    plain.execute("create table t(x)")
-    plain.execute("insert into t values('written without the extension')")
-    plain.close()
+    write_wal_database_without_the_extension(db)
     con = open_replicated(connect, db, url, **{"min-interval": "0"})
     os.unlink(db)
     with pytest.raises(sqlite3.OperationalError) as e:
