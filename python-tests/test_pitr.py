@@ -113,7 +113,10 @@ def test_rollback_to_timestamp_and_back_again(connect, tmp_path):
     con.executemany("insert into t(v) values(?)", [(f"row {i}",) for i in range(500)])
     first_txid, first = txid_of(con, db), dump(db)
     time.sleep(0.05)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+    # One reading of the clock: seconds and milliseconds read apart could straddle a second
+    # and name a time up to a second earlier (before the first commit: a flaky failure).
+    now_ms = int(time.time() * 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_ms // 1000)) + f".{now_ms % 1000:03d}Z"
     time.sleep(0.05)
     con.execute("delete from t where id % 3 = 0")
     con.execute("vacuum")  # the database shrinks: the rollback must grow it back
