@@ -498,3 +498,42 @@ def test_a_sync_that_needs_a_read_the_database_refuses_says_why_at_once(connect,
     assert "timed out" not in str(e.value), e.value
     assert "for a full snapshot" in (status_of(con, db)["last_error"] or ""), status_of(con, db)
     con.close()
+
+
+FOLLOWER_THEN_PLAIN = """
+import sqlite3, sys, urllib.parse
+ext, db, url = sys.argv[1:4]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+follower = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}",
+                           uri=True, isolation_level=None, timeout=30)
+follower.execute("insert into t values('from the follower')")
+assert follower.execute("pragma wal_checkpoint(truncate)").fetchone()[0] == 0
+# Right after the follower's hand-off, before the owner looks: a connection without the
+# extension's VFS writes a WAL generation of its own and checkpoints it away.
+plain = sqlite3.connect(db, isolation_level=None, timeout=30)
+plain.execute("insert into t values('from a plain connection')")
+plain.execute("update t set x = x || ' (updated by plain)'")
+assert plain.execute("pragma wal_checkpoint(truncate)").fetchone()[0] == 0
+plain.close()
+follower.close()
+"""
+
+
+def test_commits_checkpointed_away_right_after_a_followers_hand_off_are_not_missed(connect, ext_path, tmp_path):
+    """A follower truncates the WAL (handing its generation over); before the owner's next
+    look, a writer without the extension starts the next generation, commits and truncates
+    it too. The follower's hand-off ends where the database file no longer is: the owner
+    must resync, not take the hand-off as the whole story."""
+    store, url, db, con = open_as_owner(connect, tmp_path, "wal")
+    con.execute("create table t(x)")
+    con.execute("insert into t values('from the owner')")
+    sync(con)
+    r = subprocess.run([sys.executable, "-c", FOLLOWER_THEN_PLAIN, ext_path, str(db), url],
+                       capture_output=True, text=True, env=store.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    assert status_of(con, db)["last_error"] is None
+    con.close()

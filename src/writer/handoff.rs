@@ -24,7 +24,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::meta::SavedState;
+use super::meta::{DbFingerprint, SavedState};
 use crate::ltx::{self, Encoder, Header};
 
 /// Where the owner's WAL capture stands, published for followers: the generation, the oldest
@@ -218,6 +218,10 @@ impl HandoffDir {
         format!("wal-{:08x}{:08x}-{:016x}.ltx", n.salt1, n.salt2, n.from)
     }
 
+    fn wal_db_name(n: &WalHandoffName) -> String {
+        format!("{}.db", Self::wal_name(n))
+    }
+
     fn cc_name(counter: u32) -> String {
         format!("cc-{counter:08x}.ltx")
     }
@@ -239,8 +243,30 @@ impl HandoffDir {
         fs::rename(tmp, self.dir().join(name))
     }
 
-    pub fn write_wal(&self, name: &WalHandoffName, h: &Handoff) -> io::Result<()> {
+    /// A WAL generation's hand-off, and the database file as it was when the generation
+    /// ended (checkpointed into it), written first: the owner compares it with the file it
+    /// finds, to tell whether someone committed and checkpointed after (see
+    /// `Capture::wal_ended_elsewhere`).
+    pub fn write_wal(
+        &self,
+        name: &WalHandoffName,
+        h: &Handoff,
+        db: Option<DbFingerprint>,
+    ) -> io::Result<()> {
+        fs::create_dir_all(self.dir())?;
+        let side = Self::wal_db_name(name);
+        let tmp = self.dir().join(format!(".{side}.tmp"));
+        fs::write(&tmp, serde_json::to_vec(&db).map_err(io::Error::other)?)?;
+        fs::rename(tmp, self.dir().join(side))?;
         self.write(&Self::wal_name(name), h)
+    }
+
+    /// The database file as the hand-off `name`'s generation left it; None when not recorded.
+    pub fn read_wal_db(&self, name: &WalHandoffName) -> Option<DbFingerprint> {
+        let bytes = fs::read(self.dir().join(Self::wal_db_name(name))).ok()?;
+        serde_json::from_slice::<Option<DbFingerprint>>(&bytes)
+            .ok()
+            .flatten()
     }
 
     pub fn write_cc(&self, counter: u32, h: &Handoff) -> io::Result<()> {
@@ -299,6 +325,7 @@ impl HandoffDir {
 
     pub fn remove_wal(&self, name: &WalHandoffName) {
         let _ = fs::remove_file(self.dir().join(Self::wal_name(name)));
+        let _ = fs::remove_file(self.dir().join(Self::wal_db_name(name)));
     }
 
     pub fn remove_cc(&self, counter: u32) {
@@ -318,7 +345,10 @@ impl HandoffDir {
             let Ok(name) = e.file_name().into_string() else {
                 continue;
             };
-            let Some(stem) = name.strip_suffix(".ltx") else {
+            let Some(stem) = name
+                .strip_suffix(".ltx")
+                .or_else(|| name.strip_suffix(".ltx.db"))
+            else {
                 continue;
             };
             let obsolete = if let Some(hex) = stem.strip_prefix("cc-") {
@@ -359,7 +389,7 @@ mod tests {
             salt2: 0xdead,
             from: 32,
         };
-        h.write_wal(&name, &handoff).unwrap();
+        h.write_wal(&name, &handoff, None).unwrap();
         h.write_cc(5, &handoff).unwrap();
         assert_eq!(h.wal_handoffs_with_salt1(7), vec![name]);
         assert!(h.wal_handoffs_with_salt1(8).is_empty());
@@ -393,7 +423,7 @@ mod tests {
             from: 32,
         };
         for s1 in [5u32, 90, 100, 101] {
-            h.write_wal(&wal(s1), &handoff).unwrap();
+            h.write_wal(&wal(s1), &handoff, None).unwrap();
         }
         h.remove_older_than(Some(1_100), Some(100));
         let kept: Vec<u32> = [3u32, 1_000, 1_100, 1_101, u32::MAX]

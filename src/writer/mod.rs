@@ -167,10 +167,12 @@ impl ReadError {
         }
     }
 
-    /// Another connection holds the database (SQLITE_BUSY, SQLITE_LOCKED): wait and retry.
-    /// Anything else (not a database, I/O error, cannot open) will not pass by waiting.
+    /// Passes by waiting: another connection holds the database (SQLITE_BUSY, SQLITE_LOCKED),
+    /// or a hot journal or an unrecovered WAL that our read-only connection cannot fix but
+    /// the application's next read will (SQLITE_READONLY_ROLLBACK/_RECOVERY and the like,
+    /// SQLITE_PROTOCOL). Anything else (not a database, I/O error, cannot open) does not.
     pub fn is_busy(&self) -> bool {
-        matches!(self.code & 0xff, 5 | 6)
+        matches!(self.code & 0xff, 5 | 6 | 8 | 15)
     }
 }
 

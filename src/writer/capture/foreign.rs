@@ -264,7 +264,12 @@ impl Capture {
         if !same {
             return self.wal_ended_elsewhere(now.map(|h| (h, file)), depth);
         }
-        if file.metadata()?.len() < cur.committed_end {
+        let len = file.metadata()?.len();
+        if len < WAL_HEADER_SIZE {
+            // Truncated since we read its header: it ended elsewhere.
+            return self.wal_ended_elsewhere(None, depth);
+        }
+        if len < cur.committed_end {
             // Frames we read are gone but the header is the same: the file was cut or
             // replaced outside SQLite. Nothing of ours lines up with it any more.
             self.resync(
@@ -308,6 +313,7 @@ impl Capture {
             let Some(handoff) = self.handoffs.read_wal(&name)? else {
                 break;
             };
+            let handed_db = self.handoffs.read_wal_db(&name);
             if !self.take_wal_handoff(handoff) {
                 break;
             }
@@ -323,10 +329,16 @@ impl Capture {
                 }
                 None if self.handoffs.wal_handoffs_with_salt1(next).is_empty() => {
                     // Truncated or deleted after its last frame was handed over: the next
-                    // header written continues from here, and the database file holds
-                    // what was handed over.
+                    // header written continues from here. The database file holds what was
+                    // handed over, unless it moved since the follower handed it over:
+                    // someone without the extension committed and checkpointed meanwhile.
+                    let now = DbFingerprint::of(&self.db_path);
+                    if handed_db.is_none() || handed_db != now {
+                        self.resync("the database file changed after the last hand-off: another process committed and checkpointed without handing over (a writer without the extension?)");
+                        return Ok(true);
+                    }
                     self.last_counter = self.db_header()?.map(|h| h.counter);
-                    self.accounted_db = DbFingerprint::of(&self.db_path);
+                    self.accounted_db = now;
                     return Ok(true);
                 }
                 _ => {}
@@ -510,7 +522,10 @@ impl Capture {
     /// tmpfs: a change after a stat always gets a new time); on coarser clocks a change
     /// within the same tick as the last one seen is missed.
     fn checkpointed_unseen(&mut self, has_header: bool) -> bool {
-        if self.wal.is_some() || self.needs_full || !has_header {
+        // A write of ours in progress (a switch to WAL mode is a rollback-journal commit)
+        // changes the file before its commit point accounts for it.
+        let own_write = self.write_locks > 0 || !self.dirty.is_empty() || self.hot_rollbacks > 0;
+        if self.wal.is_some() || self.needs_full || !has_header || own_write {
             return false;
         }
         let now = DbFingerprint::of(&self.db_path);
@@ -621,7 +636,10 @@ impl Capture {
             salt2: h.salt2,
             from,
         };
-        self.handoffs.write_wal(&name, &handoff)
+        // The generation is checkpointed (a restart, truncate or delete comes only after a
+        // full one): this is the database file with all of it.
+        let db = DbFingerprint::of(&self.db_path);
+        self.handoffs.write_wal(&name, &handoff, db)
     }
 
     /// A follower's rollback-journal commit (the database lock still held): its pages, under
