@@ -890,7 +890,12 @@ impl Capture {
         // We hold the lock: a counter seen moving before is accounted for now (it was this
         // commit, seen half-way, or handed over above).
         self.foreign_unresolved = false;
-        self.accounted_db = DbFingerprint::of(&self.db_path);
+        if header.is_some_and(|h| h.wal_mode) {
+            // A switch to WAL mode: from here on the file is watched by its fingerprint
+            // (`checkpointed_unseen`), and this change is ours. (In rollback-journal mode the
+            // counter tells, and the poll records the fingerprint.)
+            self.accounted_db = DbFingerprint::of(&self.db_path);
+        }
         if rolled_back {
             // Its pages are back as the last commit left them: nothing new.
             self.dirty.clear();
