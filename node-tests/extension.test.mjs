@@ -63,3 +63,20 @@ test('a Node app replicates and reads a replica (default VFS switch: no URIs in 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("an error's SQLite code reaches the app (err.code), not just its text", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'litestream-node-'));
+  const db = new Database(':memory:');
+  db.loadExtension(lib);
+  try {
+    fs.mkdirSync(path.join(dir, 'empty'));
+    const restore = db.prepare('select litestream_restore(?, ?)');
+    assert.throws(() => restore.get(`file://${dir}/empty`, path.join(dir, 'out.db')),
+      (e) => e.code === 'SQLITE_EMPTY' && /no backup/.test(e.message));
+    assert.throws(() => db.prepare('select litestream_sync(?)').get('soon'),
+      (e) => e.code === 'SQLITE_ERROR' && /milliseconds/.test(e.message));
+  } finally {
+    db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -432,3 +432,103 @@ def test_an_open_error_is_the_threads_own_and_its_paths(connect, tmp_path):
     errors = json.loads(connect().execute("select litestream_status()").fetchone()[0])["open_errors"]
     assert f"{tmp_path}/a.db" not in errors and f"{tmp_path}/b.db" in errors, errors
     ok.close()
+
+
+def sql_error(con, sql, args=()):
+    """The error `sql` fails with: its SQLite code's name, and its message."""
+    with pytest.raises(sqlite3.Error) as e:
+        con.execute(sql, args).fetchone()
+    return e.value.sqlite_errorname, str(e.value)
+
+
+def test_errors_carry_a_sqlite_code_the_host_can_branch_on(connect, tmp_path, monkeypatch):
+    """Every failure used to be SQLITE_ERROR, so a host could only parse the text. Now the code
+    says what to do: EMPTY (nothing to restore: a first start), BUSY (try again later), PERM
+    (credentials), CANTOPEN (a local path), ERROR (bad input, a corrupt object, a call made in
+    the wrong state); all of them OperationalError in Python's sqlite3."""
+    con = connect()
+    out = str(tmp_path / "out.db")
+    empty = tmp_path / "empty-replica"
+    empty.mkdir()
+    code, msg = sql_error(con, "select litestream_restore(?, ?)", (f"file://{empty}", out))
+    assert code == "SQLITE_EMPTY" and "no backup" in msg, (code, msg)
+
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, txids = writer_with_commits(connect, tmp_path, url, [1, 2])
+    code, msg = sql_error(con, "select litestream_restore(?, ?, ?)", (url, out, "yesterday"))
+    assert code == "SQLITE_ERROR" and "yesterday" in msg, (code, msg)
+    (tmp_path / "a-file").write_text("")  # a missing directory is created; one under a file cannot be
+    code, msg = sql_error(con, "select litestream_restore(?, ?)", (url, str(tmp_path / "a-file" / "x.db")))
+    assert code == "SQLITE_CANTOPEN" and "a-file" in msg, (code, msg)
+    restore(con, url, out)
+    code, msg = sql_error(con, "select litestream_restore(?, ?)", (url, out))
+    assert code == "SQLITE_ERROR" and "already exists" in msg, (code, msg)
+    # A target before the replica's first TXID: nothing there for it.
+    code, msg = sql_error(con, "select litestream_restore(?, ?, ?)", (url, str(tmp_path / "early.db"), "2000-01-01T00:00:00Z"))
+    assert code == "SQLITE_EMPTY", (code, msg)
+
+    # A call in a state that does not allow it is SQLITE_ERROR, as SQLite's own
+    # "cannot VACUUM from within a transaction" is.
+    w.execute("begin")
+    code, msg = sql_error(w, "select litestream_rollback(?)", (txids[0],))
+    assert code == "SQLITE_ERROR" and "inside a transaction" in msg, (code, msg)
+    w.execute("rollback")
+    code, msg = sql_error(con, "select litestream_txid()")
+    assert code == "SQLITE_ERROR" and "litestream-replica" in msg, (code, msg)
+
+    # A sync the store cannot answer: try again later.
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now: every request is refused
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    down = open_replicated(connect, tmp_path / "down.db",
+                           f"s3://bkt/down.db?endpoint=http://127.0.0.1:{port}&region=us-east-1")
+    down.execute("create table t(x)")
+    code, msg = sql_error(down, "select litestream_sync(300)")
+    assert code == "SQLITE_BUSY" and "timed out" in msg, (code, msg)
+    assert down.execute("select count(*) from t").fetchone() == (0,)  # the local database is fine
+    down.close()
+    w.close()
+
+
+def test_wrong_credentials_are_a_permission_error(connect, tmp_path, monkeypatch):
+    store = Store("moto", tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + store.secret_key)
+    code, msg = sql_error(connect(), "select litestream_restore(?, ?)", (store.url("app.db"), str(tmp_path / "out.db")))
+    assert code == "SQLITE_PERM" and "access denied" in msg, (code, msg)
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_a_corrupt_object_fails_the_call_but_not_the_callers_transaction(connect, tmp_path):
+    """A function failing with SQLITE_IOERR or SQLITE_CORRUPT would make SQLite roll back the
+    caller's whole transaction (and some hosts delete a database that says CORRUPT): a bad
+    replica must cost the application nothing."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    w, _ = writer_with_commits(connect, tmp_path, url, [1, 2, 3], blob=3000)
+    w.close()
+    damaged = 0
+    for root, _, names in os.walk(tmp_path / "replica-app.db"):
+        for n in names:
+            if n.endswith(".ltx"):
+                path = os.path.join(root, n)
+                data = bytearray(open(path, "rb").read())
+                data[len(data) // 2] ^= 0xFF
+                open(path, "wb").write(bytes(data))
+                damaged += 1
+    assert damaged
+    app = connect(str(tmp_path / "local.db"), isolation_level=None)
+    app.execute("create table mine(x)")
+    app.execute("begin")
+    app.execute("insert into mine values (1)")
+    code, msg = sql_error(app, "select litestream_restore(?, ?)", (url, str(tmp_path / "out.db")))
+    assert code == "SQLITE_ERROR" and ".ltx" in msg, (code, msg)
+    assert app.in_transaction, "the failed restore ended the caller's transaction"
+    app.execute("commit")
+    assert app.execute("select x from mine").fetchall() == [(1,)]
+    assert not (tmp_path / "out.db").exists()

@@ -5,6 +5,7 @@
 //! store -> index/cache -> replica VFS. `ltx` knows nothing of S3; `storage` nothing of SQLite.
 
 pub mod config;
+pub mod error;
 pub mod logging;
 pub mod ltx;
 pub mod pitr;
@@ -17,6 +18,8 @@ pub mod storage;
 pub mod sysfile;
 pub mod timefmt;
 pub mod writer;
+
+pub use error::Error;
 
 use std::ffi::{c_char, c_int};
 

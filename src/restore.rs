@@ -131,6 +131,34 @@ pub enum RestoreError {
     OpenHere(String),
 }
 
+/// Nothing to restore is SQLITE_EMPTY; a local file we cannot create is SQLITE_CANTOPEN;
+/// the rest (a corrupt object: the replica's fault, not the database's; a restore over a
+/// file) is a plain error.
+impl From<RestoreError> for crate::Error {
+    fn from(e: RestoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            RestoreError::Storage(e) => e.into(),
+            RestoreError::Empty(_) | RestoreError::NotAvailable(_) => crate::Error::empty(message),
+            RestoreError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                crate::Error::cant_open(message)
+            }
+            RestoreError::Ltx { .. }
+            | RestoreError::Io { .. }
+            | RestoreError::Gap { .. }
+            | RestoreError::Exists(_)
+            | RestoreError::OpenHere(_) => crate::Error::other(message),
+        }
+    }
+}
+
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
 /// the LTX timestamp (file mtime, or the S3 `litestream-timestamp` metadata when a timestamp
 /// target needs it).
@@ -546,9 +574,9 @@ pub fn restore_blocking(
     out: &Path,
     target: Target,
     opts: RestoreOptions,
-) -> Result<RestoreSummary, String> {
-    let store = Arc::new(Store::open(url).map_err(|e| e.to_string())?);
-    crate::runtime::block_on(restore(store, out, target, opts)).map_err(|e| e.to_string())
+) -> Result<RestoreSummary, crate::Error> {
+    let store = Arc::new(Store::open(url)?);
+    Ok(crate::runtime::block_on(restore(store, out, target, opts))?)
 }
 
 #[cfg(test)]

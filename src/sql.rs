@@ -6,6 +6,7 @@ use crate::replica::{ReplicaDb, ReplicaFile};
 use crate::sqlite::functions::{register, register_db, Connection, Output, Value};
 use crate::sqlite::replica_vfs::FCNTL_REPLICA_FILE;
 use crate::writer::Replicator;
+use crate::Error;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -13,7 +14,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `litestream_status([schema])`: JSON describing the extension and its databases.
-fn status(_args: &[Value]) -> Result<Output, String> {
+fn status(_args: &[Value]) -> Result<Output, Error> {
     let databases: Vec<_> = Replicator::all().iter().map(|r| r.status()).collect();
     let cache_bytes = crate::replica::shared_cache_bytes();
     let doc = serde_json::json!({
@@ -32,21 +33,21 @@ fn status(_args: &[Value]) -> Result<Output, String> {
 
 /// `litestream_sync([timeout_ms])`: ships everything committed so far in every replicated
 /// database of this process and waits until the replicas have it. Returns JSON positions.
-fn sync(args: &[Value]) -> Result<Output, String> {
+fn sync(args: &[Value]) -> Result<Output, Error> {
     let timeout = match args.first() {
         None | Some(Value::Null) => DEFAULT_SYNC_TIMEOUT,
         Some(Value::Integer(ms)) if *ms >= 0 => Duration::from_millis(*ms as u64),
         Some(other) => {
-            return Err(format!(
+            return Err(Error::other(format!(
                 "litestream_sync: timeout must be milliseconds, not {other:?}"
-            ))
+            )))
         }
     };
     let mut out = serde_json::Map::new();
     for r in Replicator::all() {
         let txid = r
             .sync(timeout)
-            .map_err(|e| format!("litestream_sync: {}: {e}", r.db_path().display()))?;
+            .map_err(|e| e.context(format!("litestream_sync: {}", r.db_path().display())))?;
         out.insert(
             r.db_path().display().to_string(),
             crate::ltx::format_txid(txid).into(),
@@ -57,7 +58,7 @@ fn sync(args: &[Value]) -> Result<Output, String> {
 
 /// `litestream_restore(replica_url, out_path [, target [, 'overwrite']])`: restores the
 /// replica to `out_path` at the latest state, a TXID, or a timestamp; returns a JSON summary.
-fn restore(args: &[Value]) -> Result<Output, String> {
+fn restore(args: &[Value]) -> Result<Output, Error> {
     let text = |i: usize, what: &str| match args.get(i) {
         Some(Value::Text(s)) => Ok(Some(s.clone())),
         Some(Value::Null) | None => Ok(None),
@@ -78,22 +79,20 @@ fn restore(args: &[Value]) -> Result<Output, String> {
         None => false,
         Some("overwrite") => true,
         Some(other) => {
-            return Err(format!(
+            return Err(Error::other(format!(
                 "litestream_restore: unknown option {other:?} (known: 'overwrite')"
-            ))
+            )))
         }
     };
     let opts = crate::restore::RestoreOptions { overwrite };
     let summary = crate::restore::restore_blocking(&url, std::path::Path::new(&out), target, opts)
-        .map_err(|e| format!("litestream_restore: {e}"))?;
-    serde_json::to_string(&summary)
-        .map(Output::Text)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.context("litestream_restore"))?;
+    Ok(Output::Text(json(&summary)?))
 }
 
 /// A restore-style target argument: NULL/'latest', a TXID (integer or 16 hex digits) or a
 /// timestamp.
-fn target_arg(args: &[Value], i: usize, function: &str) -> Result<crate::restore::Target, String> {
+fn target_arg(args: &[Value], i: usize, function: &str) -> Result<crate::restore::Target, Error> {
     match args.get(i) {
         None | Some(Value::Null) => Ok(crate::restore::Target::Latest),
         Some(Value::Integer(n)) if *n >= 0 => Ok(crate::restore::Target::Txid(*n as u64)),
@@ -102,12 +101,12 @@ fn target_arg(args: &[Value], i: usize, function: &str) -> Result<crate::restore
             "target must be a TXID or a timestamp, not {other:?}"
         )),
     }
-    .map_err(|e| format!("{function}: {e}"))
+    .map_err(|e| Error::other(format!("{function}: {e}")))
 }
 
 /// `litestream_rollback(target)`: returns this connection's database (opened with
 /// `vfs=litestream`, WAL mode) to its state at `target`, as a new transaction. JSON summary.
-fn rollback(db: &Connection, args: &[Value]) -> Result<Output, String> {
+fn rollback(db: &Connection, args: &[Value]) -> Result<Output, Error> {
     let target = match args.first() {
         None | Some(Value::Null) => {
             return Err("litestream_rollback: a target TXID or timestamp is required".into())
@@ -116,12 +115,12 @@ fn rollback(db: &Connection, args: &[Value]) -> Result<Output, String> {
     };
     crate::sqlite::rollback::rollback(db, target)
         .map(Output::Text)
-        .map_err(|e| format!("litestream_rollback: {e}"))
+        .map_err(|e| e.context("litestream_rollback"))
 }
 
 /// `litestream_fork(source_url, dest_url [, target])`: a new replica at `dest_url` starting
 /// with a snapshot of the source at `target` (default: latest). JSON summary.
-fn fork(args: &[Value]) -> Result<Output, String> {
+fn fork(args: &[Value]) -> Result<Output, Error> {
     let url = |i: usize, what: &str| match args.get(i) {
         Some(Value::Text(s)) => Ok(s.clone()),
         _ => Err(format!(
@@ -131,16 +130,14 @@ fn fork(args: &[Value]) -> Result<Output, String> {
     let (src, dst) = (url(0, "source_url")?, url(1, "dest_url")?);
     let target = target_arg(args, 2, "litestream_fork")?;
     let summary = crate::pitr::fork::fork_blocking(&src, &dst, target)
-        .map_err(|e| format!("litestream_fork: {e}"))?;
-    serde_json::to_string(&summary)
-        .map(Output::Text)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.context("litestream_fork"))?;
+    Ok(Output::Text(json(&summary)?))
 }
 
 /// `litestream_base_url(url [, data_dir])`: the base replica URL (and root for relative
 /// paths) of databases opened from now on with `vfs=litestream` and no `replica`, winning
 /// over the environment; NULL clears it. Returns the setting in force as JSON.
-fn base_url(args: &[Value]) -> Result<Output, String> {
+fn base_url(args: &[Value]) -> Result<Output, Error> {
     let text = |i: usize| match args.get(i) {
         Some(Value::Text(s)) if !s.is_empty() => Ok(Some(s.clone())),
         None | Some(Value::Null) => Ok(None),
@@ -161,9 +158,11 @@ fn base_url(args: &[Value]) -> Result<Output, String> {
 
 /// The replica file of the connection's main database, if it was opened with
 /// `vfs=litestream-replica`.
-fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, String> {
+fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, Error> {
     let ptr = db.file_control_ptr(FCNTL_REPLICA_FILE).ok_or_else(|| {
-        format!("{name}: the main database is not opened with vfs=litestream-replica")
+        Error::other(format!(
+            "{name}: the main database is not opened with vfs=litestream-replica"
+        ))
     })?;
     // SAFETY: our VFS answered this opcode with its ReplicaFile, which lives as long as the
     // connection; SQLite runs this function on that connection's thread, under its mutex.
@@ -171,26 +170,26 @@ fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, St
 }
 
 /// `litestream_txid()`: the TXID this connection reads (16 hex digits, as Litestream).
-fn txid(db: &Connection, _: &[Value]) -> Result<Output, String> {
+fn txid(db: &Connection, _: &[Value]) -> Result<Output, Error> {
     let v = replica_of(db, "litestream_txid")?.version();
     Ok(Output::Text(crate::ltx::format_txid(v.txid)))
 }
 
 /// `litestream_time()`: the timestamp of that version (RFC 3339).
-fn time(db: &Connection, _: &[Value]) -> Result<Output, String> {
+fn time(db: &Connection, _: &[Value]) -> Result<Output, Error> {
     let v = replica_of(db, "litestream_time")?.version();
     Ok(Output::Text(crate::timefmt::rfc3339_millis(v.timestamp_ms)))
 }
 
 /// `litestream_lag()`: seconds since the replica was last polled successfully.
-fn lag(db: &Connection, _: &[Value]) -> Result<Output, String> {
+fn lag(db: &Connection, _: &[Value]) -> Result<Output, Error> {
     let r = replica_of(db, "litestream_lag")?;
     Ok(Output::Integer(r.db.lag_ms() / 1000))
 }
 
 /// `litestream_set_time(target)`: time travel for this connection: a timestamp, a TXID, or
 /// 'LATEST' to follow the replica again. Takes effect at the next read transaction.
-fn set_time(db: &Connection, args: &[Value]) -> Result<Output, String> {
+fn set_time(db: &Connection, args: &[Value]) -> Result<Output, Error> {
     let target = match args.first() {
         Some(Value::Text(t)) => crate::restore::Target::parse(t),
         Some(Value::Integer(n)) if *n >= 0 => Ok(crate::restore::Target::Txid(*n as u64)),
@@ -202,20 +201,27 @@ fn set_time(db: &Connection, args: &[Value]) -> Result<Output, String> {
     .map_err(|e| format!("litestream_set_time: {e}"))?;
     let r = replica_of(db, "litestream_set_time")?;
     r.set_target(target)
-        .map_err(|e| format!("litestream_set_time: {e}"))?;
+        .map_err(|e| e.context("litestream_set_time"))?;
     Ok(Output::Text(crate::ltx::format_txid(r.version().txid)))
 }
 
 /// `litestream_default_vfs(name)`: makes `name` the process's default VFS ('litestream',
 /// 'litestream-replica', or 'unix' to go back) for hosts that cannot pass `vfs=` in a URI.
 /// Returns the previous default.
-fn default_vfs(args: &[Value]) -> Result<Output, String> {
+fn default_vfs(args: &[Value]) -> Result<Output, Error> {
     match args.first() {
         Some(Value::Text(name)) => crate::sqlite::vfs::set_default(name)
             .map(Output::Text)
-            .map_err(|e| format!("litestream_default_vfs: {e}")),
-        _ => Err("litestream_default_vfs: a VFS name is required".into()),
+            .map_err(|e| Error::other(format!("litestream_default_vfs: {e}"))),
+        _ => Err(Error::other(
+            "litestream_default_vfs: a VFS name is required",
+        )),
     }
+}
+
+/// A summary as JSON text.
+fn json(summary: &impl serde::Serialize) -> Result<String, Error> {
+    serde_json::to_string(summary).map_err(|e| Error::other(e.to_string()))
 }
 
 pub fn register_all(db: &Connection) -> Result<(), String> {

@@ -52,7 +52,7 @@ fn restores_litestream_file_replica_byte_for_byte() {
     // Refuses to overwrite unless asked.
     let out = dir.path().join("Latest.db");
     let err = restore_blocking(&url, &out, Target::Latest, RestoreOptions::default()).unwrap_err();
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.message().contains("already exists"), "{err}");
     restore_blocking(
         &url,
         &out,
@@ -64,7 +64,9 @@ fn restores_litestream_file_replica_byte_for_byte() {
     let out = dir.path().join("future.db");
     let err =
         restore_blocking(&url, &out, Target::Txid(0x99), RestoreOptions::default()).unwrap_err();
-    assert!(err.contains("0x0000000000000099"), "{err}");
+    assert!(err.message().contains("0x0000000000000099"), "{err}");
+    // Nothing for that TXID in the replica: SQLITE_EMPTY (16), as a host sees it.
+    assert_eq!(err.code(), 16, "{err}");
     assert!(!out.exists());
 }
 

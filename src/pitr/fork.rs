@@ -49,6 +49,19 @@ pub enum ForkError {
     LeaseLost,
 }
 
+impl From<ForkError> for crate::Error {
+    fn from(e: ForkError) -> Self {
+        let message = e.to_string();
+        match e {
+            ForkError::Restore(e) => e.into(),
+            ForkError::Leased { .. } | ForkError::LeaseLost => crate::Error::busy(message),
+            ForkError::NotEmpty(_)
+            | ForkError::SameReplica(_)
+            | ForkError::NoConditionalWrites(_) => crate::Error::other(message),
+        }
+    }
+}
+
 /// Forks `src` at `target` into the empty `dst`; `work` holds temporary downloads. Holds
 /// the destination's lease throughout, as a writer would: a writer already open on `dst`
 /// keeps the fork out, and one that opens afterwards (or whose lapsed lease the fork took)
@@ -156,11 +169,15 @@ async fn fork_into(
 }
 
 /// The synchronous entry point (SQL function).
-pub fn fork_blocking(src_url: &str, dst_url: &str, target: Target) -> Result<ForkSummary, String> {
-    let src = Arc::new(Store::open(src_url).map_err(|e| e.to_string())?);
-    let dst = Arc::new(Store::open(dst_url).map_err(|e| e.to_string())?);
+pub fn fork_blocking(
+    src_url: &str,
+    dst_url: &str,
+    target: Target,
+) -> Result<ForkSummary, crate::Error> {
+    let src = Arc::new(Store::open(src_url)?);
+    let dst = Arc::new(Store::open(dst_url)?);
     let work = std::env::temp_dir().join(format!("litestream-fork-{:016x}", rand::random::<u64>()));
     let result = crate::runtime::block_on(fork(src, dst, target, &work));
     let _ = std::fs::remove_dir_all(&work);
-    result.map_err(|e| e.to_string())
+    Ok(result?)
 }

@@ -39,6 +39,17 @@ pub enum RollbackError {
     OutOfSync { remote: Txid, local: Txid },
 }
 
+impl From<RollbackError> for crate::Error {
+    fn from(e: RollbackError) -> Self {
+        match e {
+            RollbackError::Restore(e) => e.into(),
+            e @ RollbackError::InFuture { .. } => crate::Error::other(e.to_string()),
+            // Once the replica has caught up, the same call succeeds.
+            e @ RollbackError::OutOfSync { .. } => crate::Error::busy(e.to_string()),
+        }
+    }
+}
+
 /// The files (any level but snapshots) that together cover TXIDs `after+1 ..= upto`,
 /// preferring the fewest and tightest; None when there is a hole.
 fn covering(files: &[LtxFileInfo], after: Txid, upto: Txid) -> Option<Vec<LtxFileInfo>> {

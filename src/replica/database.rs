@@ -453,7 +453,7 @@ impl ReplicaFile {
         };
         if target != Target::Latest {
             // On failure `f` is dropped, and its Drop releases the handle (once).
-            f.set_target(target)?;
+            f.set_target(target).map_err(|e| e.to_string())?;
         }
         Ok(f)
     }
@@ -467,13 +467,13 @@ impl ReplicaFile {
     }
 
     /// Time travel: pin a past version, or follow the latest again.
-    pub fn set_target(&mut self, target: Target) -> Result<(), String> {
+    pub fn set_target(&mut self, target: Target) -> Result<(), crate::Error> {
         self.pinned = match target {
             Target::Latest => None,
-            t => Some(Arc::new(
-                crate::runtime::block_on(Version::build(&self.db.store, t))
-                    .map_err(|e| e.to_string())?,
-            )),
+            t => Some(Arc::new(crate::runtime::block_on(Version::build(
+                &self.db.store,
+                t,
+            ))?)),
         };
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::ffi::{c_int, c_void, CStr};
 use libsqlite3_sys as ffi;
 
 use super::{cstring, guard};
+use crate::Error;
 
 /// A SQL value as our functions see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +24,9 @@ pub enum Output {
     Null,
 }
 
-pub type SqlFn = fn(&[Value]) -> Result<Output, String>;
+pub type SqlFn = fn(&[Value]) -> Result<Output, Error>;
 /// A function that also needs its connection (e.g. to reach the main database's file).
-pub type SqlFnDb = fn(&Connection, &[Value]) -> Result<Output, String>;
+pub type SqlFnDb = fn(&Connection, &[Value]) -> Result<Output, Error>;
 
 fn read_value(v: *mut ffi::sqlite3_value) -> Value {
     // SAFETY: `v` is an argument SQLite passed to the running function; text and blob pointers
@@ -72,7 +73,7 @@ unsafe extern "C" fn call(
     argc: c_int,
     argv: *mut *mut ffi::sqlite3_value,
 ) {
-    let outcome = guard(Err("internal error (see the log)".to_string()), || {
+    let outcome = guard(Err(Error::other("internal error (see the log)")), || {
         // SAFETY: user data is the `SqlFn` pointer registered below; argv holds argc values.
         let (f, args) = unsafe {
             let f: SqlFn = std::mem::transmute::<*mut c_void, SqlFn>(ffi::sqlite3_user_data(ctx));
@@ -89,7 +90,7 @@ unsafe extern "C" fn call_db(
     argc: c_int,
     argv: *mut *mut ffi::sqlite3_value,
 ) {
-    let outcome = guard(Err("internal error (see the log)".to_string()), || {
+    let outcome = guard(Err(Error::other("internal error (see the log)")), || {
         // SAFETY: user data is the `SqlFnDb` pointer registered below; the connection is the
         // one running this call.
         let (f, args, db) = unsafe {
@@ -109,7 +110,7 @@ unsafe extern "C" fn call_db(
 
 /// # Safety
 /// `ctx` must be the live context of a running call.
-unsafe fn set_result(ctx: *mut ffi::sqlite3_context, outcome: Result<Output, String>) {
+unsafe fn set_result(ctx: *mut ffi::sqlite3_context, outcome: Result<Output, Error>) {
     // SAFETY: guaranteed by the caller; SQLITE_TRANSIENT makes SQLite copy.
     unsafe {
         match outcome {
@@ -119,9 +120,12 @@ unsafe fn set_result(ctx: *mut ffi::sqlite3_context, outcome: Result<Output, Str
             }
             Ok(Output::Integer(i)) => ffi::sqlite3_result_int64(ctx, i),
             Ok(Output::Null) => ffi::sqlite3_result_null(ctx),
-            Err(msg) => {
-                let c = cstring(&msg);
+            Err(e) => {
+                // The message first: setting the code after it keeps it (SQLite fills in a
+                // default text only when none is set).
+                let c = cstring(e.message());
                 ffi::sqlite3_result_error(ctx, c.as_ptr(), -1);
+                ffi::sqlite3_result_error_code(ctx, e.sql_function_code());
             }
         }
     }
@@ -155,33 +159,43 @@ impl Connection {
 }
 
 impl Connection {
-    /// Runs `sql` (statements without results) on this connection.
-    pub fn exec(&self, sql: &str) -> Result<(), String> {
-        let c = cstring(sql);
-        let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
-        // SAFETY: a live connection; `err` receives a sqlite3_malloc'ed message we free.
-        let rc =
-            unsafe { ffi::sqlite3_exec(self.0, c.as_ptr(), None, std::ptr::null_mut(), &mut err) };
-        if rc == ffi::SQLITE_OK {
-            return Ok(());
-        }
-        // SAFETY: SQLite set `err` to null or a NUL-terminated message it allocated.
-        let msg = unsafe {
-            if err.is_null() {
+    /// The error of the call that just failed on this connection, with SQLite's extended
+    /// code and message, prefixed with `sql`.
+    fn last_error(&self, sql: &str) -> Error {
+        // SAFETY: a live connection; errmsg is a valid C string until the next call.
+        let (code, msg) = unsafe {
+            (
+                ffi::sqlite3_extended_errcode(self.0),
                 CStr::from_ptr(ffi::sqlite3_errmsg(self.0))
                     .to_string_lossy()
-                    .into_owned()
-            } else {
-                let m = CStr::from_ptr(err).to_string_lossy().into_owned();
-                ffi::sqlite3_free(err as *mut c_void);
-                m
-            }
+                    .into_owned(),
+            )
         };
-        Err(format!("{sql}: {msg}"))
+        Error::sqlite(code, format!("{sql}: {msg}"))
+    }
+
+    /// Runs `sql` (statements without results) on this connection.
+    pub fn exec(&self, sql: &str) -> Result<(), Error> {
+        let c = cstring(sql);
+        // SAFETY: a live connection; no callback, and no message copy (errmsg has it).
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                self.0,
+                c.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.last_error(sql))
+        }
     }
 
     /// The first column of the first row of `sql`, as text.
-    pub fn query_text(&self, sql: &str) -> Result<Option<String>, String> {
+    pub fn query_text(&self, sql: &str) -> Result<Option<String>, Error> {
         let c = cstring(sql);
         let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
         // SAFETY: a live connection; the statement is finalized before returning, and the
@@ -190,10 +204,7 @@ impl Connection {
             let rc =
                 ffi::sqlite3_prepare_v2(self.0, c.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
             if rc != ffi::SQLITE_OK {
-                let msg = CStr::from_ptr(ffi::sqlite3_errmsg(self.0))
-                    .to_string_lossy()
-                    .into_owned();
-                return Err(format!("{sql}: {msg}"));
+                return Err(self.last_error(sql));
             }
             let out = match ffi::sqlite3_step(stmt) {
                 ffi::SQLITE_ROW => {
@@ -205,10 +216,7 @@ impl Connection {
                     }))
                 }
                 ffi::SQLITE_DONE => Ok(None),
-                _ => Err(format!(
-                    "{sql}: {}",
-                    CStr::from_ptr(ffi::sqlite3_errmsg(self.0)).to_string_lossy()
-                )),
+                _ => Err(self.last_error(sql)),
             };
             ffi::sqlite3_finalize(stmt);
             out

@@ -9,7 +9,7 @@ use std::path::Path;
 use libsqlite3_sys as ffi;
 
 use super::cstring;
-use crate::writer::ReadError;
+use crate::Error;
 
 /// How long the read transaction waits for a writer to finish (its commit is short; a
 /// longer wait is tried again at the shipper's next pass).
@@ -25,7 +25,7 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    fn error(&self, what: &str, rc: i32) -> ReadError {
+    fn error(&self, what: &str, rc: i32) -> Error {
         // SAFETY: errmsg of a live (or null: "out of memory") handle is a valid C string.
         let msg = unsafe {
             let p = ffi::sqlite3_errmsg(self.0);
@@ -35,13 +35,17 @@ impl Conn {
                 CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
-        ReadError {
-            code: rc,
-            message: format!("{what}: {msg} (error {rc})"),
-        }
+        // SAFETY: as above; the extended code of the call that just failed (a null handle:
+        // the code we were given).
+        let code = if self.0.is_null() {
+            rc
+        } else {
+            unsafe { ffi::sqlite3_extended_errcode(self.0) }
+        };
+        Error::sqlite(code, format!("{what}: {msg} (error {code})"))
     }
 
-    fn exec(&self, sql: &str) -> Result<(), ReadError> {
+    fn exec(&self, sql: &str) -> Result<(), Error> {
         let c = cstring(sql);
         // SAFETY: a live connection and a NUL-terminated statement; no callback.
         let rc = unsafe {
@@ -62,7 +66,7 @@ impl Conn {
 }
 
 /// Runs `f` while a read transaction on `path` holds the database still.
-pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), ReadError> {
+pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), Error> {
     let name = cstring(&path.to_string_lossy());
     let vfs: *const c_char = super::vfs::parent_name();
     let mut db = std::ptr::null_mut();

@@ -24,6 +24,7 @@ use crate::pitr::rollback::{self, RollbackPages};
 use crate::restore::Target;
 use crate::writer::wal::{self, WalIndexHeader, WAL_INDEX_HEADER_SIZE, WAL_INDEX_IS_INIT};
 use crate::writer::Replicator;
+use crate::Error;
 
 /// How long the rollback waits for the replica to catch up before it starts.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,13 +63,14 @@ struct Summary {
 }
 
 /// The main database's replicator and file, when it is opened with `vfs=litestream`.
-fn main_file(db: &Connection) -> Result<(std::sync::Arc<Replicator>, SqliteFile), String> {
+fn main_file(db: &Connection) -> Result<(std::sync::Arc<Replicator>, SqliteFile), Error> {
     let f = db
         .file_control_ptr(ffi::SQLITE_FCNTL_FILE_POINTER)
-        .ok_or("the main database has no file")? as *mut ffi::sqlite3_file;
+        .ok_or_else(|| Error::other("the main database has no file"))?
+        as *mut ffi::sqlite3_file;
     // SAFETY: SQLite answered FILE_POINTER with the main database's live sqlite3_file.
     let r = unsafe { vfs::replicator_of_main(f) }
-        .ok_or("the main database is not opened with vfs=litestream")?;
+        .ok_or_else(|| Error::other("the main database is not opened with vfs=litestream"))?;
     // SAFETY: as above; the file stays open while this connection runs our function.
     Ok((r, unsafe { SqliteFile::new(f) }))
 }
@@ -176,7 +178,7 @@ fn write_wal(
     main: SqliteFile,
     from: u64,
     target: Target,
-) -> Result<Written, String> {
+) -> Result<Written, Error> {
     let wal_file = db
         .file_control_ptr(ffi::SQLITE_FCNTL_JOURNAL_POINTER)
         .map(|p| p as *mut ffi::sqlite3_file)
@@ -225,7 +227,7 @@ fn plan(
     page_size: u32,
     target: Target,
     latest_page1: bool,
-) -> Result<RollbackPages, String> {
+) -> Result<RollbackPages, Error> {
     let pages = crate::runtime::block_on(rollback::plan(
         &r.store(),
         from,
@@ -233,13 +235,13 @@ fn plan(
         target,
         latest_page1,
     ))
-    .map_err(|e| format!("{e}; nothing was changed"))?;
+    .map_err(|e| Error::from(e).with_note("nothing was changed"))?;
     if pages.page_size != page_size {
-        return Err(format!(
+        return Err(Error::other(format!(
             "the target (TXID {}) has page size {} and the database {page_size} (the page size was changed in between): a rollback cannot change the page size; restore the target into a new file instead; nothing was changed",
             crate::ltx::format_txid(pages.target_txid),
             pages.page_size
-        ));
+        )));
     }
     Ok(pages)
 }
@@ -440,7 +442,7 @@ fn write_in_place(
     main: SqliteFile,
     from: u64,
     target: Target,
-) -> Result<Written, String> {
+) -> Result<Written, Error> {
     // Through SQLite's own file handle: opening and closing another descriptor of the
     // database would drop this process's POSIX locks on it.
     let read = |buf: &mut [u8], offset: u64| main.read(buf, offset, "reading the database");
@@ -528,9 +530,9 @@ fn write_in_place(
     })();
     if let Err(e) = written {
         // The hot journal stays: the next reader rolls the half-written pages back.
-        return Err(format!(
+        return Err(Error::other(format!(
             "{e}; the journal restores the database at the next read"
-        ));
+        )));
     }
     // Deleting the journal commits; through our VFS, whose capture seals the pages here.
     let path = super::cstring(&journal_path);
@@ -546,8 +548,9 @@ fn write_in_place(
         }
     };
     if rc != ffi::SQLITE_OK {
-        return Err(format!(
-            "deleting the journal (the commit) failed (error {rc})"
+        return Err(Error::sqlite(
+            rc,
+            format!("deleting the journal (the commit) failed (error {rc})"),
         ));
     }
     Ok(Written {
@@ -558,11 +561,13 @@ fn write_in_place(
 }
 
 /// `litestream_rollback(target)` on the connection `db`.
-pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
+pub fn rollback(db: &Connection, target: Target) -> Result<String, Error> {
     let started = Instant::now();
     let (r, main) = main_file(db)?;
     if !db.autocommit() {
-        return Err("cannot roll back inside a transaction: COMMIT or ROLLBACK it first".into());
+        return Err(Error::other(
+            "cannot roll back inside a transaction: COMMIT or ROLLBACK it first",
+        ));
     }
     let mode = db
         .query_text("PRAGMA main.journal_mode")?
@@ -570,23 +575,23 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
         .to_ascii_lowercase();
     let wal_mode = mode == "wal";
     if !wal_mode && !["delete", "truncate", "persist"].contains(&mode.as_str()) {
-        return Err(format!(
+        return Err(Error::other(format!(
             "journal_mode={mode} keeps no journal on disk, so a crash could tear the rollback; litestream_rollback needs WAL, DELETE, TRUNCATE or PERSIST"
-        ));
+        )));
     }
     if db
         .query_text("PRAGMA main.locking_mode")?
         .is_some_and(|m| m.eq_ignore_ascii_case("exclusive"))
     {
-        return Err(if wal_mode {
-            "locking_mode=EXCLUSIVE keeps the WAL index private; litestream_rollback needs locking_mode=NORMAL; nothing was changed".into()
+        return Err(Error::other(if wal_mode {
+            "locking_mode=EXCLUSIVE keeps the WAL index private; litestream_rollback needs locking_mode=NORMAL; nothing was changed"
         } else {
-            "locking_mode=EXCLUSIVE: SQLite keeps its page cache across transactions without checking the file, so pages a rollback writes beneath it would be undone by the next write; litestream_rollback needs locking_mode=NORMAL; nothing was changed".into()
-        });
+            "locking_mode=EXCLUSIVE: SQLite keeps its page cache across transactions without checking the file, so pages a rollback writes beneath it would be undone by the next write; litestream_rollback needs locking_mode=NORMAL; nothing was changed"
+        }));
     }
     // Catch up first, without the write lock, so the locked part is short.
     r.ready_to_write(SYNC_TIMEOUT)
-        .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))?;
+        .map_err(|e| e.context("the replica is not ready; nothing was changed"))?;
     // The write lock; in rollback-journal mode also no reader (pages change in place).
     db.exec(if wal_mode {
         "BEGIN IMMEDIATE"
@@ -595,7 +600,7 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
     })?;
     let outcome = r
         .sync(SYNC_TIMEOUT)
-        .map_err(|e| format!("the replica is not ready; nothing was changed: {e}"))
+        .map_err(|e| e.context("the replica is not ready; nothing was changed"))
         .and_then(|from| {
             if wal_mode {
                 write_wal(db, &r, main, from, target)
@@ -634,13 +639,13 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
         // committed either way: a busy recovery here is left to the next reader.
         let rebuilt = db
             .query_text("SELECT count(*) FROM sqlite_schema")
-            .and_then(|_| read_index_header(map_shm(main)?));
+            .and_then(|_| Ok(read_index_header(map_shm(main)?)?));
         match rebuilt {
             Ok(after) if after.max_frame == last && after.db_pages != pages.commit => {
-                return Err(format!(
+                return Err(Error::other(format!(
                     "after the rollback SQLite's WAL index says {} pages, expected {}",
                     after.db_pages, pages.commit
-                ));
+                )));
             }
             Ok(_) => {}
             Err(e) => log::warn!(
@@ -663,5 +668,5 @@ pub fn rollback(db: &Connection, target: Target) -> Result<String, String> {
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    serde_json::to_string(&summary).map_err(|e| e.to_string())
+    serde_json::to_string(&summary).map_err(|e| Error::other(e.to_string()))
 }

@@ -53,3 +53,22 @@ impl StorageError {
         matches!(self, Self::PreconditionFailed(_))
     }
 }
+
+/// What the caller can do about it: refused credentials (or a replica directory we may not
+/// write) are a permission error; what may pass (a server error, throttling, a broken
+/// connection, a conditional write that lost a race) is busy; the rest (a missing bucket or
+/// object, a bad URL) is a plain error.
+impl From<StorageError> for crate::Error {
+    fn from(e: StorageError) -> Self {
+        let message = e.to_string();
+        match &e {
+            StorageError::AccessDenied { .. } => crate::Error::permission(message),
+            StorageError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                crate::Error::permission(message)
+            }
+            StorageError::PreconditionFailed(_) => crate::Error::busy(message),
+            _ if e.is_transient() => crate::Error::busy(message),
+            _ => crate::Error::other(message),
+        }
+    }
+}

@@ -109,9 +109,9 @@ pub struct Replicator {
     /// `snapshot_read_since`).
     snapshot_holding: Mutex<Option<(std::time::Instant, i64)>>,
     /// The last consistent read that failed for a reason waiting will not cure (see
-    /// `ReadError::is_busy`), and when; cleared by one that succeeds. A sync that needs that
+    /// `crate::Error::passes_by_waiting`), and when; cleared by one that succeeds. A sync that needs that
     /// read reports it at once instead of timing out.
-    read_failed: Mutex<Option<(std::time::Instant, ReadError)>>,
+    read_failed: Mutex<Option<(std::time::Instant, crate::Error)>>,
     _alive: Alive,
 }
 
@@ -146,41 +146,10 @@ pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
 
 /// Runs a closure while a read transaction holds a database still (provided by the FFI edge,
 /// which owns every SQLite call: see `sqlite::read_lock`).
-pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), ReadError>;
+pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), crate::Error>;
 
 /// What a sync and the status say when the read a full snapshot needs fails.
 pub(crate) const SNAPSHOT_READ_FAILED: &str = "cannot read the database whole for a full snapshot";
-
-/// Why a consistent read could not be had: SQLite's primary result code, and what failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadError {
-    pub code: i32,
-    pub message: String,
-}
-
-impl ReadError {
-    /// SQLITE_ERROR: a failure of ours around the read, not SQLite's.
-    fn internal(message: &str) -> Self {
-        Self {
-            code: 1,
-            message: message.to_string(),
-        }
-    }
-
-    /// Passes by waiting: another connection holds the database (SQLITE_BUSY, SQLITE_LOCKED),
-    /// or a hot journal or an unrecovered WAL that our read-only connection cannot fix but
-    /// the application's next read will (SQLITE_READONLY_ROLLBACK/_RECOVERY and the like,
-    /// SQLITE_PROTOCOL). Anything else (not a database, I/O error, cannot open) does not.
-    pub fn is_busy(&self) -> bool {
-        matches!(self.code & 0xff, 5 | 6 | 8 | 15)
-    }
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 static CONSISTENT_READ: std::sync::OnceLock<ConsistentRead> = std::sync::OnceLock::new();
 
@@ -318,10 +287,10 @@ impl Replicator {
         &self,
         f: impl FnOnce(&mut Capture) -> T,
         then: impl FnOnce(T) -> U,
-    ) -> Result<U, ReadError> {
+    ) -> Result<U, crate::Error> {
         let read = CONSISTENT_READ
             .get()
-            .ok_or_else(|| ReadError::internal("no consistent-read provider"))?;
+            .ok_or_else(|| crate::Error::other("no consistent-read provider"))?;
         /// Clears its flag however the read ends (a panic included).
         struct Reading<'a>(&'a std::sync::atomic::AtomicBool);
         impl Drop for Reading<'_> {
@@ -359,7 +328,7 @@ impl Replicator {
             }
         );
         *self.read_failed.lock() = match &result {
-            Err(e) if !e.is_busy() => Some((std::time::Instant::now(), e.clone())),
+            Err(e) if !e.passes_by_waiting() => Some((std::time::Instant::now(), e.clone())),
             _ => None,
         };
         // Once the steps ran, their outcome stands: ending a read transaction changes
@@ -367,7 +336,7 @@ impl Replicator {
         match (out, result) {
             (Some(out), _) => Ok(out),
             (None, Err(e)) => Err(e),
-            (None, Ok(())) => Err(ReadError::internal("the read transaction did not run")),
+            (None, Ok(())) => Err(crate::Error::other("the read transaction did not run")),
         }
     }
 
@@ -469,7 +438,7 @@ impl Replicator {
     }
 
     /// Waits until every commit captured so far is in the replica.
-    pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
+    pub fn sync(&self, timeout: Duration) -> Result<u64, crate::Error> {
         let began = std::time::Instant::now();
         let deadline = began + timeout;
         let owner = {
@@ -506,19 +475,19 @@ impl Replicator {
                 if needs_read {
                     if let Some((at, e)) = self.read_failed.lock().clone() {
                         if at >= began {
-                            return Err(format!("{}: {e}", SNAPSHOT_READ_FAILED));
+                            return Err(e.clone().context(SNAPSHOT_READ_FAILED));
                         }
                     }
                 }
             }
             if std::time::Instant::now() >= deadline {
                 let err = self.stats.lock().last_error.clone();
-                return Err(format!(
+                return Err(crate::Error::busy(format!(
                     "timed out after {timeout:?} waiting for the replica {} to catch up{}",
                     self.store.describe(),
                     err.map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -530,7 +499,7 @@ impl Replicator {
         &self,
         deadline: std::time::Instant,
         timeout: Duration,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, crate::Error> {
         let target = self
             .capture
             .lock()
@@ -549,18 +518,18 @@ impl Replicator {
                 // over the database while the owner kept the old one open.
                 if let (Some(owners), Some(ours)) = (shipped.and_then(|m| m.inode), target.inode) {
                     if owners != ours {
-                        return Err(format!(
+                        return Err(crate::Error::other(format!(
                             "{} was replaced by another file while process {} had it open: that process replicates the file it has open (inode {owners}), this connection writes the new one (inode {ours}); reopen the database in every process",
                             self.db_path.display(),
                             owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
-                        ));
+                        )));
                     }
                 }
-                return Err(format!(
+                return Err(crate::Error::busy(format!(
                     "timed out after {timeout:?} waiting for the replica {} to catch up; process {} replicates this database",
                     self.store.describe(),
                     owner.map_or_else(|| "(unknown)".to_string(), |p| p.to_string())
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -589,25 +558,25 @@ impl Replicator {
     /// Before writing a transaction that did not come from SQLite's pager (a rollback):
     /// the replica has every commit, and we hold the lease, so the new TXID can ship.
     /// Returns the TXID the database and the replica are both at.
-    pub fn ready_to_write(&self, timeout: Duration) -> Result<u64, String> {
+    pub fn ready_to_write(&self, timeout: Duration) -> Result<u64, crate::Error> {
         if !self.capture.lock().is_owner() {
-            return Err(format!(
+            return Err(crate::Error::other(format!(
                 "process {} replicates {}, not this one: run this there",
                 self.capture
                     .lock()
                     .owner_pid()
                     .map_or_else(|| "(unknown)".to_string(), |p| p.to_string()),
                 self.db_path.display()
-            ));
+            )));
         }
         // The lease first: another writer's lease is a clear, immediate refusal.
         if self.config.lease {
             let held = crate::runtime::block_on(shipper::hold_lease(self))
-                .map_err(|e| format!("cannot take the lease: {e}"))?;
+                .map_err(|e| crate::Error::from(e).context("cannot take the lease"))?;
             if !held {
                 let status = self.stats.lock().lease.clone();
                 let err = self.stats.lock().last_error.clone();
-                return Err(format!(
+                return Err(crate::Error::busy(format!(
                     "this process does not hold the lease on {} (lease {}{}){}",
                     self.store.describe(),
                     status.state,
@@ -616,7 +585,7 @@ impl Replicator {
                         .map(|o| format!(", held by {o}"))
                         .unwrap_or_default(),
                     err.map(|e| format!(": {e}")).unwrap_or_default()
-                ));
+                )));
             }
         }
         self.sync(timeout)

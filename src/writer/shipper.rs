@@ -192,7 +192,7 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
             Ok(result) => return result,
             // Not now (a writer holds the database, no file yet): the next pass tries again,
             // or our own next write takes the snapshot in place (exclusive locking mode).
-            Err(e) if e.is_busy() => {
+            Err(e) if e.passes_by_waiting() => {
                 log::debug!("{}: no consistent read yet: {e}", r.db_path.display());
             }
             Err(e) => record_error(r, &format!("{}: {e}", super::SNAPSHOT_READ_FAILED)),
