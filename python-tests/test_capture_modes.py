@@ -45,8 +45,13 @@ def test_state_written_without_the_vfs_gets_its_own_txid(connect, tmp_path, jour
     con.close()
 
 
+@pytest.mark.parametrize("inserts", [0, 20])
 @pytest.mark.parametrize("journal_mode", ["delete", "persist", "truncate", "wal"])
-def test_exclusive_locking_mode_from_the_start_replicates(connect, tmp_path, journal_mode):
+def test_exclusive_locking_mode_from_the_start_replicates(connect, tmp_path, journal_mode, inserts):
+    """With inserts=0 the database's only commit (CREATE TABLE, made before the replica's
+    position was known) left the first snapshot due, and the lock our read needs is held by
+    the connection for good: in rollback-journal modes nothing ever replicated, and the sync
+    timed out with no error in the status."""
     store = Store("file", tmp_path)
     url = store.url("app.db")
     db = tmp_path / "app.db"
@@ -54,15 +59,31 @@ def test_exclusive_locking_mode_from_the_start_replicates(connect, tmp_path, jou
     con.execute("pragma locking_mode=exclusive")
     con.execute(f"pragma journal_mode={journal_mode}")
     con.execute("create table t(x)")
-    for i in range(20):
+    for i in range(inserts):
         con.execute("insert into t values(?)", (i,))
     sync(con, 10000)
     out = tmp_path / "out.db"
     restore(con, url, out)
     con2 = sqlite3.connect(out)
-    assert con2.execute("select count(*) from t").fetchone()[0] == 20
+    assert con2.execute("select count(*) from t").fetchone()[0] == inserts
     con2.close()
+    # Still held, and still replicating: one more commit arrives too.
+    con.execute("insert into t values('after')")
+    sync(con, 10000)
+    assert dump(restore_to(con, url, tmp_path / "again.db")) == dump_through(con)
+    assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == dump_through(con)
     con.close()
+
+
+def restore_to(con, url, out):
+    restore(con, url, out)
+    return out
+
+
+def dump_through(con):
+    """The logical content of a database as its own connection sees it (its lock may be held
+    for good: no other connection can read it)."""
+    return "\n".join(con.iterdump())
 
 
 @pytest.mark.parametrize("how", ["vacuum", "auto_vacuum"])

@@ -463,7 +463,7 @@ impl Replicator {
         loop {
             self.flush.store(true, Ordering::SeqCst);
             self.wake_now();
-            {
+            let snapshot_waits = {
                 let mut c = self.capture.lock();
                 // A queued file sealed from what was captured by then (a snapshot holds no
                 // commit of its own) must be uploaded too.
@@ -479,12 +479,18 @@ impl Replicator {
                         }
                     }
                 }
-            }
+                needs_read
+            };
             if std::time::Instant::now() >= deadline {
                 let err = self.stats.lock().last_error.clone();
                 return Err(crate::Error::busy(format!(
-                    "timed out after {timeout:?} waiting for the replica {} to catch up{}",
+                    "timed out after {timeout:?} waiting for the replica {} to catch up{}{}",
                     self.store.describe(),
+                    if snapshot_waits {
+                        ": a full snapshot is due and the read transaction it needs cannot get the database (another connection holds its write lock)"
+                    } else {
+                        ""
+                    },
                     err.map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
                 )));

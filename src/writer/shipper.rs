@@ -190,9 +190,21 @@ fn next_to_ship(r: &Replicator) -> std::io::Result<Option<Next>> {
         );
         match sealed {
             Ok(result) => return result,
-            // Not now (a writer holds the database, no file yet): the next pass tries again,
-            // or our own next write takes the snapshot in place (exclusive locking mode).
+            // Not now (a writer holds the database, no file yet): the next pass tries again.
+            // The writer may be this process, holding its lock for good
+            // (`locking_mode=EXCLUSIVE`): no read transaction will ever get in, and no write
+            // of ours may come to take the snapshot before it: take it in place.
             Err(e) if e.passes_by_waiting() => {
+                let mut c = r.capture.lock();
+                if c.queue.is_empty() && c.held_still_by_own_lock() {
+                    log::debug!(
+                        "{}: full snapshot under our own write lock (no read can get in: {e})",
+                        r.db_path.display()
+                    );
+                    if c.seal_next(now, false, Stillness::OwnLock)? {
+                        return Ok(c.queue.front().cloned().map(Next::Upload));
+                    }
+                }
                 log::debug!("{}: no consistent read yet: {e}", r.db_path.display());
             }
             Err(e) => record_error(r, &format!("{}: {e}", super::SNAPSHOT_READ_FAILED)),

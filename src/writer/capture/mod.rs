@@ -343,6 +343,20 @@ impl Capture {
         }
     }
 
+    /// Whether this process alone holds the database still: a handle of ours holds the write
+    /// lock of a rollback-journal database and no write of ours is under way
+    /// (`locking_mode=EXCLUSIVE` keeps the lock between transactions; a `BEGIN IMMEDIATE`
+    /// before its first write). No other process can write then, and while the capture's
+    /// lock is held no write of ours can start (each runs inside it): the file is a committed
+    /// state, so a full snapshot can be sealed from it (`Stillness::OwnLock`).
+    pub fn held_still_by_own_lock(&mut self) -> bool {
+        self.write_locks > 0
+            && self.dirty.is_empty()
+            && self.hot_rollbacks == 0
+            && self.wal_handles == 0
+            && matches!(self.db_header(), Ok(Some(h)) if !h.wal_mode)
+    }
+
     /// Gives ownership up for good (the last connection of this process closed). The lock is
     /// an `flock` of our open file: a replicator opened anew here (the database reopened)
     /// would find it held until the old one's tasks finish, and those must not take it back.
