@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from helpers import Store, dump, litestream_restore
+from helpers import FaultyStore, Store, dump, litestream_restore
 from test_replication import open_replicated, sync
 from test_restore import restore
 
@@ -73,6 +73,68 @@ def test_exclusive_locking_mode_from_the_start_replicates(connect, tmp_path, jou
     assert dump(restore_to(con, url, tmp_path / "again.db")) == dump_through(con)
     assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == dump_through(con)
     con.close()
+
+
+@pytest.mark.parametrize("order", ["mode-first", "lock-first"])
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_exclusive_commits_made_before_the_replicas_position_is_known_replicate(connect, tmp_path, monkeypatch, journal_mode, order):
+    """The store answers slowly at first (every request 1 s late): every commit comes before
+    the replica's position is read, so none can take the first snapshot in place, and the
+    connection holds its lock for good (locking_mode=EXCLUSIVE), so no read transaction can
+    either. Nothing replicated, in WAL mode too, and the sync timed out."""
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    faulty = FaultyStore(store.endpoint, every=1)
+    try:
+        faulty.set("delay")
+        url = faulty.s3_url(store.bucket, f"{os.urandom(8).hex()}/app.db")
+        db = tmp_path / "app.db"
+        con = open_replicated(connect, db, url, **{"min-interval": "0"})
+        pragmas = [f"pragma journal_mode={journal_mode}", "pragma locking_mode=exclusive"]
+        for pragma in pragmas if order == "mode-first" else reversed(pragmas):
+            con.execute(pragma)
+        con.execute("create table t(x)")
+        for i in range(3):
+            con.execute("insert into t values(?)", (i,))
+        assert not status_of(con, db)["remote_known"], "the store answered before the commits"
+        faulty.set(None)
+        sync(con, 20000)
+        assert dump(restore_to(con, url, tmp_path / "out.db")) == dump_through(con)
+        con.close()
+        assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == dump(db)
+    finally:
+        faulty.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "persist"])
+def test_an_exclusive_database_recreated_at_the_same_path_replicates(connect, tmp_path, journal_mode):
+    """A database closed, deleted with its replica (not our metadata directory), and created
+    again at the same path in the same process, now with locking_mode=EXCLUSIVE: its two commits came before the new
+    replica's position was read, and in WAL mode the sync timed out for good (the held
+    EXCLUSIVE lock keeps the snapshot's read transaction out)."""
+    db = tmp_path / "app.db"
+    replica = tmp_path / "replica"
+    url = f"file://{replica}"
+    for exclusive in (False, True, False, True):
+        for f in (db, tmp_path / "app.db-wal", tmp_path / "app.db-shm", tmp_path / "app.db-journal"):
+            if f.exists():
+                f.unlink()
+        shutil.rmtree(replica, ignore_errors=True)  # our metadata directory is left, as an app would
+        con = open_replicated(connect, db, url)
+        con.execute(f"pragma journal_mode={journal_mode}")
+        if exclusive:
+            con.execute("pragma locking_mode=exclusive")
+        con.execute("pragma journal_size_limit=0")
+        con.execute("create table t(x)")
+        con.execute("insert into t values(1)")
+        sync(con, 10000)
+        want = dump_through(con)
+        con.close()
+        out = tmp_path / f"out-{exclusive}.db"
+        if out.exists():
+            out.unlink()
+        assert dump(restore_to(connect(), url, out)) == want
 
 
 def restore_to(con, url, out):
@@ -418,7 +480,6 @@ def test_a_writer_killed_at_a_full_disk_loses_no_commit(connect, ext_path, tmp_p
     import signal
     import subprocess
     import sys
-    from helpers import FaultyStore
     store = Store(kind, tmp_path)
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)
@@ -470,7 +531,6 @@ def test_a_full_spool_with_the_store_down_loses_nothing_and_heals(connect, tmp_p
     succeeds locally, the status names the trouble, and once the store is back (the spool
     still full) the replica catches up to exactly the local database."""
     import subprocess
-    from helpers import FaultyStore
     store = Store("moto", tmp_path)
     for k, v in store.env().items():
         monkeypatch.setenv(k, v)

@@ -349,12 +349,24 @@ impl Capture {
     /// before its first write). No other process can write then, and while the capture's
     /// lock is held no write of ours can start (each runs inside it): the file is a committed
     /// state, so a full snapshot can be sealed from it (`Stillness::OwnLock`).
+    ///
+    /// In WAL mode, the same when a handle of ours holds the database file's EXCLUSIVE lock
+    /// (WAL with `locking_mode=EXCLUSIVE`: taken straight from SHARED, counted as
+    /// `hot_rollbacks`), which keeps every other process out: every change of ours to the
+    /// database file and the WAL runs inside the capture's lock, and the full view (the
+    /// file overlaid with the committed frames) leaves a transaction's uncommitted frames
+    /// out.
     pub fn held_still_by_own_lock(&mut self) -> bool {
-        self.write_locks > 0
-            && self.dirty.is_empty()
-            && self.hot_rollbacks == 0
-            && self.wal_handles == 0
-            && matches!(self.db_header(), Ok(Some(h)) if !h.wal_mode)
+        if self.write_locks == 0 {
+            return false;
+        }
+        match self.db_header() {
+            Ok(Some(h)) if h.wal_mode => self.wal_handles > 0 && self.hot_rollbacks > 0,
+            Ok(Some(_)) => {
+                self.dirty.is_empty() && self.hot_rollbacks == 0 && self.wal_handles == 0
+            }
+            _ => false,
+        }
     }
 
     /// Gives ownership up for good (the last connection of this process closed). The lock is
