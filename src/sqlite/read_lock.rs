@@ -9,6 +9,7 @@ use std::path::Path;
 use libsqlite3_sys as ffi;
 
 use super::cstring;
+use super::functions::Connection;
 use crate::Error;
 
 /// How long the read transaction waits for a writer to finish (its commit is short; a
@@ -46,22 +47,10 @@ impl Conn {
     }
 
     fn exec(&self, sql: &str) -> Result<(), Error> {
-        let c = cstring(sql);
-        // SAFETY: a live connection and a NUL-terminated statement; no callback.
-        let rc = unsafe {
-            ffi::sqlite3_exec(
-                self.0,
-                c.as_ptr(),
-                None,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        if rc == ffi::SQLITE_OK {
-            Ok(())
-        } else {
-            Err(self.error(sql, rc))
-        }
+        // SAFETY: our live connection, used on this thread only while `self` lives.
+        unsafe { Connection::from_raw(self.0) }
+            .exec(sql)
+            .map_err(|e| Error::sqlite(e.code(), format!("{e} (error {})", e.code())))
     }
 }
 
