@@ -560,3 +560,87 @@ def test_a_full_spool_with_the_store_down_loses_nothing_and_heals(connect, tmp_p
         catches_up_and_restores(con, store, url, db, tmp_path)
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "truncate", "persist"])
+def test_a_new_database_whose_first_transaction_rolls_back_has_nothing_to_ship(connect, tmp_path, journal_mode):
+    """The first transaction of a new database spills pages to the file (a cache too small
+    for it), then rolls back: SQLite truncates the file to nothing again. That was captured
+    as a commit of a database of no pages, which could never ship: every sync (and the last
+    close) timed out."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute(f"pragma journal_mode={journal_mode}")
+    con.execute("pragma cache_size=10")
+    con.execute("begin")
+    con.execute("create table t(v blob)")
+    for _ in range(300):
+        con.execute("insert into t values(randomblob(3000))")
+    assert os.path.getsize(db) > 0, "the transaction spilled nothing to the file"
+    con.execute("rollback")
+    assert os.path.getsize(db) == 0
+    sync(con, 5000)
+    con.execute("create table t(v)")
+    con.execute("insert into t values('after the rollback')")
+    sync(con, 5000)
+    assert dump(restore_to(con, url, tmp_path / "out.db")) == dump(db)
+    con.close()
+
+
+LEAVES_A_HOT_JOURNAL = """
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("pragma cache_size=10")
+con.execute("begin")
+for _ in range(300):
+    con.execute("insert into t values(randomblob(3000))")
+os._exit(0)  # mid-transaction, pages spilled: the journal is hot
+"""
+
+OPENS_AND_CLOSES = """
+import sqlite3, sys, time, urllib.parse
+ext, db, url = sys.argv[1:4]
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+con = sqlite3.connect(f"file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe='')}", uri=True)
+began = time.monotonic()
+con.close()
+print(time.monotonic() - began)
+"""
+
+
+def test_the_last_close_does_not_wait_for_a_hot_journal_to_be_rolled_back(connect, tmp_path):
+    """A database whose first snapshot is due, left with a hot journal by a writer that died
+    mid-transaction, opened and closed unread: the snapshot's read transaction cannot roll
+    the journal back (it is read-only), and at the last close no read of the application
+    is coming to do it. The close waited out its 5 s; it now stops at once, says why, and
+    the next connection that reads recovers the database and ships it."""
+    import subprocess
+    import sys
+    db = tmp_path / "app.db"
+    plain = sqlite3.connect(db)
+    plain.execute("create table t(v blob)")
+    plain.execute("insert into t values('committed')")
+    plain.commit()
+    plain.close()
+    expected = dump(db)
+    subprocess.run([sys.executable, "-c", LEAVES_A_HOT_JOURNAL, str(db)], check=True, timeout=60)
+    assert os.path.getsize(str(db) + "-journal") > 0
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    env = dict(os.environ, LITESTREAM_LOG="warn")
+    ext = os.environ["LITESTREAM_TEST_LIB"]
+    child = subprocess.run([sys.executable, "-c", OPENS_AND_CLOSES, ext, str(db), url],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert "the next connection to read the database recovers it" in child.stderr, child.stderr
+    assert "timed out" not in child.stderr, child.stderr
+    assert os.path.exists(str(db) + "-journal"), "nothing read the database: the journal is still there"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    assert con.execute("select v from t").fetchall() == [("committed",)]
+    sync(con, 5000)
+    assert dump(restore_to(con, url, tmp_path / "out.db")) == expected
+    con.close()

@@ -54,6 +54,12 @@ def test_every_commit_and_timestamp_restores_exactly(connect, tmp_path, monkeypa
         restore(con, url, out)
     restore(con, url, out, f"{recorded[3][0]:016x}", "overwrite")
     assert dump(out) == recorded[3][1]
+    # A TXID after the latest is named as such (not "outside retention"), and leaves nothing.
+    beyond = recorded[-1][0] + 3
+    with pytest.raises(sqlite3.OperationalError,
+                       match=f"TXID 0x{beyond:016x} is after the latest TXID in the replica \\(0x{recorded[-1][0]:016x}\\)"):
+        restore(con, url, tmp_path / "beyond.db", beyond)
+    assert not (tmp_path / "beyond.db").exists()
     con.close()
 
 

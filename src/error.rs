@@ -97,6 +97,13 @@ impl Error {
         )
     }
 
+    /// Whether only the application's next read can cure it: a hot journal or an unrecovered
+    /// WAL that a read-only connection cannot fix (READONLY_ROLLBACK/_RECOVERY and the like).
+    /// A flush at the last close or at exit, when no such read is coming, stops at it.
+    pub fn awaits_the_applications_read(&self) -> bool {
+        self.primary_code() == ffi::SQLITE_READONLY
+    }
+
     /// The code a SQL function returns for this error. A function that fails with
     /// SQLITE_IOERR, SQLITE_FULL, SQLITE_NOMEM or SQLITE_INTERRUPT makes SQLite roll back the
     /// caller's whole transaction (sqlite3VdbeHalt), and some hosts delete a database that

@@ -121,7 +121,8 @@ pub enum RestoreError {
     },
     #[error("no backup at {0}: the replica has no LTX files")]
     Empty(String),
-    #[error("the replica has no files for {0} (it may be outside retention)")]
+    /// The message says what is missing and why it may be (see [`plan`]).
+    #[error("{0}")]
     NotAvailable(String),
     #[error("non-contiguous LTX files in the replica: after TXID {after:#x} the next file of level {level} starts at {next:#x}")]
     Gap { after: Txid, level: u8, next: Txid },
@@ -245,12 +246,24 @@ pub fn plan(
     }
     let reached = max_txid.is_none_or(|t| cur >= t);
     if plan.is_empty() || plan[0].min_txid != 1 || !reached {
-        let what = match target {
-            Target::Latest => "the latest state".to_string(),
-            Target::Txid(t) => format!("TXID {t:#018x}"),
-            Target::Timestamp(ns) => format!("timestamp {}", crate::timefmt::rfc3339_nanos(ns)),
+        let latest = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
+        let why = match target {
+            Target::Txid(t) if t > latest => {
+                format!("TXID {t:#018x} is after the latest TXID in the replica ({latest:#018x})")
+            }
+            Target::Latest => {
+                "the replica has no files for the latest state (it may be outside retention)"
+                    .to_string()
+            }
+            Target::Txid(t) => {
+                format!("the replica has no files for TXID {t:#018x} (it may be outside retention)")
+            }
+            Target::Timestamp(ns) => format!(
+                "the replica has no files for timestamp {} (it may be outside retention)",
+                crate::timefmt::rfc3339_nanos(ns)
+            ),
         };
-        return Err(RestoreError::NotAvailable(what));
+        return Err(RestoreError::NotAvailable(why));
     }
     Ok(plan)
 }

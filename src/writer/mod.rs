@@ -108,9 +108,10 @@ pub struct Replicator {
     /// clock and in ms since the epoch (`own_snapshot_began_within`, status
     /// `snapshot_read_since`).
     snapshot_holding: Mutex<Option<(std::time::Instant, i64)>>,
-    /// The last consistent read that failed for a reason waiting will not cure (see
-    /// `crate::Error::passes_by_waiting`), and when; cleared by one that succeeds. A sync that needs that
-    /// read reports it at once instead of timing out.
+    /// The last consistent read that failed, and when; cleared by one that succeeds. A sync
+    /// that needs that read reports it at once instead of timing out when waiting will not
+    /// cure it (see `crate::Error::passes_by_waiting`), and so does the flush of a last close
+    /// or of exit when only the application's next read would (a hot journal).
     read_failed: Mutex<Option<(std::time::Instant, crate::Error)>>,
     _alive: Alive,
 }
@@ -159,6 +160,16 @@ pub fn set_consistent_read(f: ConsistentRead) {
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Arc<Replicator>>>> =
     LazyLock::new(Default::default);
+
+/// Who waits in [`Replicator::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncFor {
+    /// `litestream_sync()` and the like: the application goes on, and its next read rolls
+    /// back a hot journal that keeps a full snapshot's read out.
+    Caller,
+    /// The last close or process exit: no read of the application is coming.
+    LastFlush,
+}
 
 /// How long closing the last connection waits for the replica to catch up.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -328,8 +339,8 @@ impl Replicator {
             }
         );
         *self.read_failed.lock() = match &result {
-            Err(e) if !e.passes_by_waiting() => Some((std::time::Instant::now(), e.clone())),
-            _ => None,
+            Err(e) => Some((std::time::Instant::now(), e.clone())),
+            Ok(()) => None,
         };
         // Once the steps ran, their outcome stands: ending a read transaction changes
         // nothing (an upload done in it is done).
@@ -400,7 +411,7 @@ impl Replicator {
         } else {
             CLOSE_FLUSH_TIMEOUT
         };
-        if let Err(e) = self.sync(timeout) {
+        if let Err(e) = self.sync_until(timeout, SyncFor::LastFlush) {
             log::warn!(
                 "{}: closing with unshipped changes (kept locally for the next open): {e}",
                 self.db_path.display()
@@ -439,6 +450,10 @@ impl Replicator {
 
     /// Waits until every commit captured so far is in the replica.
     pub fn sync(&self, timeout: Duration) -> Result<u64, crate::Error> {
+        self.sync_until(timeout, SyncFor::Caller)
+    }
+
+    fn sync_until(&self, timeout: Duration, why: SyncFor) -> Result<u64, crate::Error> {
         let began = std::time::Instant::now();
         let deadline = began + timeout;
         let owner = {
@@ -474,8 +489,15 @@ impl Replicator {
                 }
                 if needs_read {
                     if let Some((at, e)) = self.read_failed.lock().clone() {
-                        if at >= began {
-                            return Err(e.clone().context(SNAPSHOT_READ_FAILED));
+                        let hopeless = !e.passes_by_waiting()
+                            || (why == SyncFor::LastFlush && e.awaits_the_applications_read());
+                        if at >= began && hopeless {
+                            let e = e.clone().context(SNAPSHOT_READ_FAILED);
+                            return Err(if e.passes_by_waiting() {
+                                e.with_note("a hot journal or an unrecovered WAL: the next connection to read the database recovers it, and what is unshipped ships then")
+                            } else {
+                                e
+                            });
                         }
                     }
                 }
@@ -486,10 +508,20 @@ impl Replicator {
                 return Err(crate::Error::busy(format!(
                     "timed out after {timeout:?} waiting for the replica {} to catch up{}{}",
                     self.store.describe(),
-                    if snapshot_waits {
-                        ": a full snapshot is due and the read transaction it needs cannot get the database (another connection holds its write lock)"
+                    if !snapshot_waits {
+                        String::new()
                     } else {
-                        ""
+                        let why = match self.read_failed.lock().as_ref() {
+                            Some((_, e)) if e.awaits_the_applications_read() => format!(
+                                "a hot journal or an unrecovered WAL that the application's next read recovers: {}",
+                                e.message()
+                            ),
+                            Some((_, e)) if !e.passes_by_waiting() => e.message().to_string(),
+                            _ => "another connection holds its write lock".to_string(),
+                        };
+                        format!(
+                            ": a full snapshot is due and the read transaction it needs cannot get the database ({why})"
+                        )
                     },
                     err.map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
@@ -673,7 +705,7 @@ pub const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// does not make it stays in the WAL or the spool and ships at the next open.
 pub fn flush_all_at_exit() {
     for r in Replicator::all() {
-        if let Err(e) = r.sync(EXIT_FLUSH_TIMEOUT) {
+        if let Err(e) = r.sync_until(EXIT_FLUSH_TIMEOUT, SyncFor::LastFlush) {
             log::warn!(
                 "{}: exiting with unshipped changes (kept locally): {e}",
                 r.db_path.display()

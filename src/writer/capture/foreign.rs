@@ -475,6 +475,14 @@ impl Capture {
         let changed = match header {
             Some(h) if !h.wal_mode && self.wal.is_none() => {
                 let changed = match self.last_counter {
+                    // A write of ours is under way (its pages, or a hot journal's rollback,
+                    // reach the file before its commit point): the counter may be its own
+                    // half-way, and no other process can commit while we hold the write
+                    // lock. Its commit point reads the counter under that lock and takes
+                    // any other process's commits before it. (Looking now would ask for a
+                    // read lock that our own lock keeps out: a process exiting mid-write
+                    // waited its whole exit flush for it.)
+                    Some(_) if !locked && self.own_write_under_way() => false,
                     Some(last) if last != h.counter => {
                         self.take_counter_handoffs(last, h.counter, locked)?
                     }
@@ -512,6 +520,12 @@ impl Capture {
         Ok(changed)
     }
 
+    /// A write of this process has reached the database file and not yet its commit point
+    /// (pages written, or a hot journal being rolled back).
+    fn own_write_under_way(&self) -> bool {
+        !self.dirty.is_empty() || self.hot_rollbacks > 0
+    }
+
     /// In WAL mode with no WAL generation to follow (none yet, or truncated or deleted):
     /// whether the database file moved since it was last accounted for. Another process
     /// then created a WAL, committed, checkpointed and truncated or deleted it between two
@@ -524,7 +538,7 @@ impl Capture {
     fn checkpointed_unseen(&mut self, has_header: bool) -> bool {
         // A write of ours in progress (a switch to WAL mode is a rollback-journal commit)
         // changes the file before its commit point accounts for it.
-        let own_write = self.write_locks > 0 || !self.dirty.is_empty() || self.hot_rollbacks > 0;
+        let own_write = self.write_locks > 0 || self.own_write_under_way();
         if self.wal.is_some() || self.needs_full || !has_header || own_write {
             return false;
         }
@@ -573,12 +587,20 @@ impl Capture {
 
     /// Where the database stands now, in the terms of [`ShippedMark`] (for a follower's
     /// `litestream_sync()`: the replica must reach this).
+    /// A rollback-journal write of ours under way has changed the file's counter (or torn
+    /// it) before its commit point: the last commit is the counter its first write found.
     pub fn database_mark(&mut self) -> io::Result<ShippedMark> {
         let header = self.db_header()?;
+        let counter = match header {
+            Some(h) if !h.wal_mode && self.own_write_under_way() => {
+                self.counter_before_write.or(Some(h.counter))
+            }
+            _ => header.map(|h| h.counter),
+        };
         let mut mark = ShippedMark {
             txid: 0,
             wal: None,
-            counter: header.map(|h| h.counter),
+            counter,
             inode: self.db_file().ok().map(|f| f.inode()),
         };
         if header.is_none_or(|h| h.wal_mode) {

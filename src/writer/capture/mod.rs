@@ -884,6 +884,15 @@ impl Capture {
         }
         let ps = u64::from(self.page_size);
         let header = self.db_header()?;
+        if header.is_none() {
+            // No database header after it: the transaction created the database and rolled
+            // back (pages it spilled put back, the file truncated to nothing). Nothing was
+            // committed; shipping it would be a database of no pages.
+            self.dirty.clear();
+            self.first_in_hold = false;
+            self.counter_before_write = None;
+            return Ok(());
+        }
         // The size after this commit: the header's (SQLite may truncate the file later, or
         // not at all), else the file's.
         let commit = match header.and_then(|h| h.valid_size()) {
