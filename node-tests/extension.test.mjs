@@ -80,3 +80,34 @@ test("an error's SQLite code reaches the app (err.code), not just its text", () 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("the README's Node quick start runs as written", async () => {
+  const { spawnSync } = await import('node:child_process');
+  const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
+  const start = readme.indexOf('## Quick start');
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+  const block = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(block, 'the quick start has a js block');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'litestream-node-'));
+  try {
+    // As a user runs it, with this build's library and the replica and database in our dir.
+    const code = block
+      .replaceAll('./target/release/liblitestream', lib)
+      .replaceAll('/tmp/quickstart-replica', `${dir}/replica`)
+      .replaceAll("'app-node.db'", JSON.stringify(path.join(dir, 'app-node.db')));
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', code],
+      { cwd: import.meta.dirname, encoding: 'utf8', timeout: 60000 });
+    assert.equal(run.status, 0, run.stderr);
+    const synced = JSON.parse(run.stdout.trim());
+    assert.match(synced[path.join(dir, 'app-node.db')], /^[0-9a-f]{16}$/);
+    const db = new Database(':memory:');
+    db.loadExtension(lib);
+    db.prepare('select litestream_restore(?, ?)').get(`file://${dir}/replica/app-node.db`, path.join(dir, 'out.db'));
+    db.close();
+    const restored = new Database(path.join(dir, 'out.db'), { readonly: true });
+    assert.deepEqual(restored.prepare('select body from notes').all(), [{ body: 'hello from node' }]);
+    restored.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

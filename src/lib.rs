@@ -40,6 +40,10 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
         if let Err(e) = unsafe { ffi::rusqlite_extension_init2(api) } {
             return fail(err_msg, &format!("litestream: incompatible SQLite: {e}"));
         }
+        // Only the first load returns SQLITE_OK_LOAD_PERMANENTLY: SQLite takes any other code
+        // from an auto-extension (every later connection) as a failure once extended result
+        // codes are on, as apsw turns them on ("automatic extension loading failed").
+        let first_load = AUTO_EXTENSION.get().is_none_or(|&rc| rc != ffi::SQLITE_OK);
         logging::init();
         writer::set_consistent_read(sqlite::read_lock::with_read_transaction);
         let setup = sqlite::vfs::register()
@@ -52,7 +56,8 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
             .and_then(|()| register_auto_extension())
             .map(|()| register_exit_flush());
         match setup {
-            Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+            Ok(()) if first_load => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+            Ok(()) => ffi::SQLITE_OK,
             Err(e) => fail(err_msg, &format!("litestream: {e}")),
         }
     })
@@ -66,10 +71,11 @@ fn fail(err_msg: *mut *mut c_char, msg: &str) -> c_int {
     ffi::SQLITE_ERROR
 }
 
+static AUTO_EXTENSION: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+
 /// Makes every later connection of the process get the SQL functions too.
 fn register_auto_extension() -> Result<(), String> {
-    static DONE: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
-    let rc = *DONE.get_or_init(|| {
+    let rc = *AUTO_EXTENSION.get_or_init(|| {
         type Init = unsafe extern "C" fn(
             *mut ffi::sqlite3,
             *mut *mut c_char,

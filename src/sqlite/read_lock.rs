@@ -3,8 +3,10 @@
 //! While it is open no process can commit in rollback-journal mode, and in WAL mode no
 //! checkpoint can copy frames past it or restart the WAL under it.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use libsqlite3_sys as ffi;
 
@@ -13,8 +15,27 @@ use super::functions::Connection;
 use crate::Error;
 
 /// How long the read transaction waits for a writer to finish (its commit is short; a
-/// longer wait is tried again at the shipper's next pass).
-const BUSY_TIMEOUT_MS: i32 = 2_000;
+/// longer wait is tried again at the shipper's next pass), in steps of `BUSY_STEP`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+const BUSY_STEP: Duration = Duration::from_millis(2);
+
+/// SQLite's busy handler for the read: waits like `sqlite3_busy_timeout`, but gives up at
+/// once when `give_up` is set (the database's last connection closed: its host expects every
+/// file of it closed when that close returns, this connection's too).
+unsafe extern "C" fn busy_wait(give_up: *mut c_void, count: c_int) -> c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: the `&AtomicBool` passed to sqlite3_busy_handler, which outlives the
+        // connection (see `with_read_transaction`).
+        let give_up = unsafe { &*(give_up as *const AtomicBool) };
+        let waited = BUSY_STEP * count.max(0) as u32;
+        if give_up.load(Ordering::SeqCst) || waited >= BUSY_TIMEOUT {
+            return 0;
+        }
+        std::thread::sleep(BUSY_STEP);
+        1
+    })
+    .unwrap_or(0)
+}
 
 struct Conn(*mut ffi::sqlite3);
 
@@ -54,8 +75,13 @@ impl Conn {
     }
 }
 
-/// Runs `f` while a read transaction on `path` holds the database still.
-pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), Error> {
+/// Runs `f` while a read transaction on `path` holds the database still. A wait for a
+/// writer stops when `give_up` is set.
+pub fn with_read_transaction(
+    path: &Path,
+    give_up: &AtomicBool,
+    f: &mut dyn FnMut(),
+) -> Result<(), Error> {
     let name = cstring(&path.to_string_lossy());
     let vfs: *const c_char = super::vfs::parent_name();
     let mut db = std::ptr::null_mut();
@@ -67,8 +93,14 @@ pub fn with_read_transaction(path: &Path, f: &mut dyn FnMut()) -> Result<(), Err
     if rc != ffi::SQLITE_OK {
         return Err(conn.error("cannot open the database for a consistent read", rc));
     }
-    // SAFETY: a live connection.
-    unsafe { ffi::sqlite3_busy_timeout(conn.0, BUSY_TIMEOUT_MS) };
+    // SAFETY: a live connection; `give_up` outlives it (`conn` is dropped before we return).
+    unsafe {
+        ffi::sqlite3_busy_handler(
+            conn.0,
+            Some(busy_wait),
+            give_up as *const AtomicBool as *mut c_void,
+        )
+    };
     conn.exec("BEGIN")?;
     // Reading the schema takes the read lock (and, in WAL mode, a read mark).
     conn.exec("SELECT count(*) FROM sqlite_schema")?;

@@ -147,7 +147,8 @@ pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
 
 /// Runs a closure while a read transaction holds a database still (provided by the FFI edge,
 /// which owns every SQLite call: see `sqlite::read_lock`).
-pub type ConsistentRead = fn(&Path, &mut dyn FnMut()) -> Result<(), crate::Error>;
+pub type ConsistentRead =
+    fn(&Path, &std::sync::atomic::AtomicBool, &mut dyn FnMut()) -> Result<(), crate::Error>;
 
 /// What a sync and the status say when the read a full snapshot needs fails.
 pub(crate) const SNAPSHOT_READ_FAILED: &str = "cannot read the database whole for a full snapshot";
@@ -320,7 +321,7 @@ impl Replicator {
         let mut out = None;
         self.snapshot_reading.store(true, Ordering::SeqCst);
         let reading = Reading(&self.snapshot_reading);
-        let result = read(&self.db_path, &mut || {
+        let result = read(&self.db_path, &self.closing, &mut || {
             if let Some((f, then)) = steps.take() {
                 *self.snapshot_holding.lock() =
                     Some((std::time::Instant::now(), crate::timefmt::now_millis()));
@@ -429,6 +430,15 @@ impl Replicator {
             self.capture.lock().resign();
         }
         self.closed.notify_waiters();
+        // A consistent read of the shipper (a private connection of ours) may still be
+        // waiting for a lock: `closing` makes it give up. Its file closes before this close
+        // returns, as the host expects of every file of the database (bounded: a snapshot
+        // streaming inside its read transaction finishes its upload first).
+        let began = std::time::Instant::now();
+        while self.snapshot_reading.load(Ordering::SeqCst) && began.elapsed() < CLOSE_FLUSH_TIMEOUT
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.wake_now();
         if self.config.lease {
             // After `closing`: the shipper takes no lease any more, so this release is final.
