@@ -67,16 +67,23 @@ def test_the_release_library_is_at_most_10_mb(ext_path):
     assert size <= MAX_LIBRARY_BYTES, f"{ext_path}.so is {size} bytes"
 
 
-def test_the_python_quick_start_runs_from_the_wheel(wheel, tmp_path):
-    python = venv_with(wheel, tmp_path / "venv", "/usr/bin/python3")
+def run_quick_start(python, block, first_line, tmp_path):
+    """Runs one Python block of the quick start in a fresh app directory; returns the
+    directory, the replica directory and what it printed."""
     app, replica_dir = tmp_path / "app", tmp_path / "replica"
     app.mkdir()
-    stdlib = quick_start_blocks("python")[0]
-    assert "import sqlite3, sqlite_litestream" in stdlib
-    run = subprocess.run([str(python), "-c", as_run_here(stdlib, replica_dir)], cwd=app,
+    assert first_line in block
+    run = subprocess.run([str(python), "-c", as_run_here(block, replica_dir)], cwd=app,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    synced, restored = run.stdout.splitlines()
+    return app, replica_dir, run.stdout
+
+
+def test_the_python_quick_start_runs_from_the_wheel(wheel, tmp_path):
+    python = venv_with(wheel, tmp_path / "venv", "/usr/bin/python3")
+    stdlib = quick_start_blocks("python")[0]
+    app, replica_dir, out = run_quick_start(python, stdlib, "import sqlite3, sqlite_litestream", tmp_path)
+    synced, restored = out.splitlines()
     assert re.fullmatch(r'\{"' + re.escape(str(app / "app.db")) + r'":"[0-9a-f]{16}"\}', synced), synced
     assert restored == "[('hello, object storage',)]"
     assert dump(app / "restored.db") == dump(app / "app.db")
@@ -111,14 +118,9 @@ def python_without_load_extension():
 
 def test_the_apsw_quick_start_runs_from_the_wheel(wheel, tmp_path):
     python = venv_with(wheel, tmp_path / "venv", python_without_load_extension(), "apsw")
-    app, replica_dir = tmp_path / "app", tmp_path / "replica"
-    app.mkdir()
     block = quick_start_blocks("python")[1]
-    assert "import apsw, sqlite_litestream" in block
-    run = subprocess.run([str(python), "-c", as_run_here(block, replica_dir)], cwd=app,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert re.fullmatch(r'\{"' + re.escape(str(app / "app-apsw.db")) + r'":"[0-9a-f]{16}"\}', run.stdout.strip()), run.stdout
+    app, replica_dir, out = run_quick_start(python, block, "import apsw, sqlite_litestream", tmp_path)
+    assert re.fullmatch(r'\{"' + re.escape(str(app / "app-apsw.db")) + r'":"[0-9a-f]{16}"\}', out.strip()), out
     boot = sqlite3.connect(":memory:")
     boot.enable_load_extension(True)
     boot.load_extension(os.environ["LITESTREAM_TEST_LIB"])
