@@ -475,14 +475,21 @@ impl Capture {
         let changed = match header {
             Some(h) if !h.wal_mode && self.wal.is_none() => {
                 let changed = match self.last_counter {
-                    // A write of ours is under way (its pages, or a hot journal's rollback,
-                    // reach the file before its commit point): the counter may be its own
-                    // half-way, and no other process can commit while we hold the write
-                    // lock. Its commit point reads the counter under that lock and takes
-                    // any other process's commits before it. (Looking now would ask for a
-                    // read lock that our own lock keeps out: a process exiting mid-write
-                    // waited its whole exit flush for it.)
-                    Some(_) if !locked && self.own_write_under_way() => false,
+                    // A write of ours is under way (its pages reach the file before its
+                    // commit point): the counter may be its own half-way, and no other
+                    // process can commit while we hold the write lock. What other processes
+                    // committed before it is up to the counter its first write found, and
+                    // their hand-offs are complete: take those now; the commit point takes
+                    // the rest under our lock. (Looking at the file's counter would ask for
+                    // a read lock our own lock keeps out: a process exiting mid-write waited
+                    // its whole exit flush for it.) With no such counter (a hot journal's
+                    // rollback), as before.
+                    Some(last) if !locked && self.own_write_under_way() => {
+                        match self.counter_before_write {
+                            Some(before) => self.take_counter_handoffs(last, before, false)?,
+                            None => self.take_counter_handoffs(last, h.counter, false)?,
+                        }
+                    }
                     Some(last) if last != h.counter => {
                         self.take_counter_handoffs(last, h.counter, locked)?
                     }
