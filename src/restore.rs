@@ -247,21 +247,18 @@ pub fn plan(
     let reached = max_txid.is_none_or(|t| cur >= t);
     if plan.is_empty() || plan[0].min_txid != 1 || !reached {
         let latest = files.iter().map(|f| f.max_txid).max().unwrap_or(0);
+        let missing = |what: String| {
+            format!("the replica has no files for {what} (it may be outside retention)")
+        };
         let why = match target {
             Target::Txid(t) if t > latest => {
                 format!("TXID {t:#018x} is after the latest TXID in the replica ({latest:#018x})")
             }
-            Target::Latest => {
-                "the replica has no files for the latest state (it may be outside retention)"
-                    .to_string()
+            Target::Latest => missing("the latest state".to_string()),
+            Target::Txid(t) => missing(format!("TXID {t:#018x}")),
+            Target::Timestamp(ns) => {
+                missing(format!("timestamp {}", crate::timefmt::rfc3339_nanos(ns)))
             }
-            Target::Txid(t) => {
-                format!("the replica has no files for TXID {t:#018x} (it may be outside retention)")
-            }
-            Target::Timestamp(ns) => format!(
-                "the replica has no files for timestamp {} (it may be outside retention)",
-                crate::timefmt::rfc3339_nanos(ns)
-            ),
         };
         return Err(RestoreError::NotAvailable(why));
     }

@@ -150,6 +150,9 @@ pub(crate) static MAINTENANCE_SLOTS: LazyLock<tokio::sync::Semaphore> =
 pub type ConsistentRead =
     fn(&Path, &std::sync::atomic::AtomicBool, &mut dyn FnMut()) -> Result<(), crate::Error>;
 
+/// What keeps a read-only connection out until a read of the application recovers it.
+const AWAITS_RECOVERY: &str = "a hot journal or an unrecovered WAL";
+
 /// What a sync and the status say when the read a full snapshot needs fails.
 pub(crate) const SNAPSHOT_READ_FAILED: &str = "cannot read the database whole for a full snapshot";
 
@@ -504,7 +507,7 @@ impl Replicator {
                         if at >= began && hopeless {
                             let e = e.clone().context(SNAPSHOT_READ_FAILED);
                             return Err(if e.passes_by_waiting() {
-                                e.with_note("a hot journal or an unrecovered WAL: the next connection to read the database recovers it, and what is unshipped ships then")
+                                e.with_note(&format!("{AWAITS_RECOVERY}: the next connection to read the database recovers it, and what is unshipped ships then"))
                             } else {
                                 e
                             });
@@ -523,7 +526,7 @@ impl Replicator {
                     } else {
                         let why = match self.read_failed.lock().as_ref() {
                             Some((_, e)) if e.awaits_the_applications_read() => format!(
-                                "a hot journal or an unrecovered WAL that the application's next read recovers: {}",
+                                "{AWAITS_RECOVERY} that the application's next read recovers: {}",
                                 e.message()
                             ),
                             Some((_, e)) if !e.passes_by_waiting() => e.message().to_string(),
