@@ -277,24 +277,28 @@ impl S3Store {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let resp = self
-                .send(&what, || {
-                    let mut action = ListObjectsV2::new(&self.bucket, None);
-                    action.with_prefix(full_prefix.as_str());
-                    action.with_max_keys(1000);
-                    if let Some(s) = &start_after {
-                        action.with_start_after(s.as_str());
-                    }
-                    if let Some(t) = &token {
-                        action.with_continuation_token(t.as_str());
-                    }
-                    self.request(Method::GET, action.sign(URL_TTL), &[])
+            // A listing cut short by the network is transient: the page is asked for again.
+            let body = with_retries(|| async {
+                let resp = self
+                    .send_once(&what, || {
+                        let mut action = ListObjectsV2::new(&self.bucket, None);
+                        action.with_prefix(full_prefix.as_str());
+                        action.with_max_keys(1000);
+                        if let Some(s) = &start_after {
+                            action.with_start_after(s.as_str());
+                        }
+                        if let Some(t) = &token {
+                            action.with_continuation_token(t.as_str());
+                        }
+                        self.request(Method::GET, action.sign(URL_TTL), &[])
+                    })
+                    .await?;
+                resp.text().await.map_err(|e| StorageError::Transport {
+                    what: what.clone(),
+                    detail: format!("reading the listing: {e}"),
                 })
-                .await?;
-            let body = resp.text().await.map_err(|e| StorageError::Transport {
-                what: what.clone(),
-                detail: e.to_string(),
-            })?;
+            })
+            .await?;
             let parsed =
                 ListObjectsV2::parse_response(&body).map_err(|e| StorageError::Protocol {
                     what: what.clone(),
@@ -574,8 +578,12 @@ impl S3Store {
                 self.request(Method::PUT, action.sign(URL_TTL), &headers)
             })
             .await?;
-        // A copy can fail after the 200 status line: the error is then in the body.
-        let body = resp.text().await.unwrap_or_default();
+        // A copy can fail after the 200 status line: the error is then in the body (a body
+        // we cannot read leaves the outcome unknown: an error, not a success).
+        let body = resp.text().await.map_err(|e| StorageError::Transport {
+            what: what.clone(),
+            detail: format!("reading the copy's answer: {e}"),
+        })?;
         if body.contains("<Error>") {
             let (code, message) = error_detail(&body);
             return Err(StorageError::Http {
@@ -626,7 +634,11 @@ impl S3Store {
                     Ok(self.request(Method::POST, url, &headers)?.body(body))
                 })
                 .await?;
-            let body = resp.text().await.unwrap_or_default();
+            // Quiet mode lists only the keys not deleted: an unread answer is not a success.
+            let body = resp.text().await.map_err(|e| StorageError::Transport {
+                what: what.clone(),
+                detail: format!("reading the delete's answer: {e}"),
+            })?;
             if body.contains("<Error>") {
                 let (code, message) = error_detail(&body);
                 return Err(StorageError::Protocol {
