@@ -126,6 +126,13 @@ def random_workload(con, rng, steps, allow_vacuum=True):
             con.execute("insert into t(k, v) values(?, zeroblob(?))", (rng.randint(0, 10), rng.randint(0, 70000)))
 
 
+class FrontServer(http.server.ThreadingHTTPServer):
+    """The test fronts' HTTP server. Its listen backlog is a real server's, not socketserver's
+    5: a client opening 8 connections at once would otherwise see SYNs dropped and wait out
+    TCP's 1 s retransmit on every few requests (our fronts close each connection)."""
+    request_queue_size = 1024
+
+
 def forward(handler, upstream, headers, body):
     """Sends `handler`'s request to `upstream` and its status and headers back (a complete
     Content-Length); returns the response body, for the caller to write (or not)."""
@@ -192,7 +199,7 @@ def proxied_moto(drop, base=Proxy):
                 assert time.time() < deadline, "moto did not start"
                 time.sleep(0.1)
         handler = type("H", (base,), {"upstream": ("127.0.0.1", moto_port), "drop": drop})
-        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        proxy = FrontServer(("127.0.0.1", 0), handler)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         yield f"http://127.0.0.1:{proxy.server_address[1]}", handler
         proxy.shutdown()
@@ -276,18 +283,20 @@ class FaultyStore:
     """An HTTP front for a real S3 server that passes every request through (Host included,
     so SigV4 signatures stay valid) except, while `mode` is set, every `every`-th one:
     `500` (InternalError), `503` (SlowDown), `reset` (the connection reset before any
-    answer), `blackhole` (never answered while the mode lasts, then reset), `delay` (1 s
+    answer), `blackhole` (never answered while the mode lasts, then reset), `delay` (`delay_s`
     before forwarding), `truncate` (a response body cut in half after a full Content-Length)."""
 
     MODES = ("500", "503", "reset", "blackhole", "delay", "truncate")
 
-    def __init__(self, upstream, every=3):
+    def __init__(self, upstream, every=3, delay_s=1.0):
         host, port = urllib.parse.urlparse(upstream).netloc.split(":")
         self.upstream = (host, int(port))
         self.mode = None
         self.every = every
+        self.delay_s = delay_s
         self.requests = 0
         self.faults = 0
+        self.paths = []  # every request's method and path, in order
         lock = threading.Lock()
         front = self
 
@@ -295,6 +304,7 @@ class FaultyStore:
             def _serve(self):
                 with lock:
                     front.requests += 1
+                    front.paths.append(f"{self.command} {urllib.parse.unquote(self.path)}")
                     mode = front.mode
                     faulty = mode is not None and front.requests % front.every == 0
                     front.faults += faulty
@@ -317,7 +327,7 @@ class FaultyStore:
                     self.close_connection = True
                     return
                 if faulty and mode == "delay":
-                    time.sleep(1.0)
+                    time.sleep(front.delay_s)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 data = forward(self, front.upstream, headers, body)
                 if self.command == "HEAD":
@@ -335,8 +345,7 @@ class FaultyStore:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = FrontServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from helpers import FaultyStore, Store, dump, litestream_restore
+from helpers import FaultyStore, Store, dump, level_files, litestream_restore
 from test_replication import open_replicated, sync
 from test_restore import restore
 
@@ -153,3 +153,58 @@ def test_store_faults_lose_nothing_and_serve_nothing_wrong(connect, tmp_path, mo
         if reader is not None:
             reader.close()
         faulty.close()
+
+
+def test_a_reader_far_behind_catches_up_from_the_compacted_levels(connect, tmp_path, monkeypatch):
+    """A reader that missed hundreds of commits catches up from the compacted levels, not by
+    reading every L0 file it missed one by one: that took longer than L0 retention kept the
+    files, so behind a busy writer the reader failed and started again, and stayed stale
+    (33 s in a run of the fault test above, after a store fault held its polls off)."""
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    reads = FaultyStore(store.endpoint)  # the readers' own front, counting their requests
+    prefix = uuid.uuid4().hex
+    url, read_url = s3_url(store, prefix, store.endpoint), s3_url(store, prefix, reads.url)
+    direct = url
+    db = tmp_path / "app.db"
+
+    def reader(poll):
+        return sqlite3.connect(f"file:{tmp_path}/view.db?vfs=litestream-replica&poll-interval={poll}"
+                               f"&replica={urllib.parse.quote(read_url, safe='')}", uri=True)
+
+    try:
+        con = open_replicated(connect, db, url, **{"min-interval": "0", "levels": "1s", "l0-retention": "1h"})
+        con.execute("create table t(id integer primary key, v text)")
+        con.execute("insert into t(v) values('row 1')")
+        sync(con)
+        # Polls once, at open; the next one is an hour away.
+        idle = reader("1h")
+        assert idle.execute("select count(*) from t").fetchone() == (1,)
+        for n in range(2, 302):
+            con.execute("insert into t(v) values(?)", (f"row {n}",))
+        sync(con)
+        txid = int(status(con, db)["local_txid"], 16)
+        deadline = time.time() + 30
+        while not any(int(name.split("-")[1].split(".")[0], 16) == txid for name in level_files(store, direct, 1)):
+            assert time.time() < deadline, f"no L1 file reaches TXID {txid}: {level_files(store, direct, 1)}"
+            time.sleep(0.2)
+        behind = len(level_files(store, direct, 0)) - 2  # L0 files after the idle reader's TXID
+        assert behind > 40, behind
+        reads.requests = 0
+        # A handle polling every 100 ms wakes the replica's poller, `behind` L0 files behind.
+        follower = reader("100ms")
+        want = con.execute("select id, v from t order by id").fetchall()
+        deadline = time.time() + 30
+        while (got := follower.execute("select id, v from t order by id").fetchall()) != want:
+            assert time.time() < deadline, f"the reader has {len(got)} rows, the writer {len(want)}"
+            time.sleep(0.1)
+        assert idle.execute("select count(*) from t").fetchone() == (301,)
+        # A plan: the listings of each level, the few L1 files, the table's pages (13 here;
+        # one L0 file after another would be more than `behind`).
+        assert reads.requests < 30, f"{reads.requests} requests to catch up {behind} L0 files"
+        follower.close()
+        idle.close()
+        con.close()
+    finally:
+        reads.close()

@@ -11,7 +11,7 @@ use super::cache::{cache, Counters, Page};
 use super::prefetch::btree_children;
 use super::version::Version;
 use crate::ltx::{self, decode_page_frame};
-use crate::restore::{RestoreError, Target};
+use crate::restore::{self, RestoreError, Target};
 use crate::storage::{LtxFileInfo, Store};
 use crate::timefmt::now_millis;
 
@@ -21,6 +21,10 @@ pub use crate::config::ReplicaConfig;
 const PREFETCH_CONCURRENCY: usize = 4;
 /// Attempts for a page whose file vanished (compaction and retention move on under us).
 const REPLAN_ATTEMPTS: usize = 3;
+/// A poll follows at most this many new L0 files one by one (an index read each); a longer
+/// run is read from a fresh plan (the compacted levels), made visible this many files at a
+/// time.
+const FOLLOW_AT_MOST: usize = 32;
 
 pub struct ReplicaDb {
     /// The configuration of the first handle; its URL is the key. Poll interval and
@@ -206,9 +210,7 @@ impl ReplicaDb {
             cur = f.max_txid;
             run.push(f);
         }
-        let next = if !run.is_empty() {
-            current.extend(&self.store, &run).await?
-        } else {
+        if run.is_empty() {
             // Nothing continues us at L0: is there anything newer at all (L1 after L0
             // retention, or a replica rewritten from scratch)?
             let l1 = self.store.list_ltx(1, 0).await?;
@@ -223,12 +225,78 @@ impl ReplicaDb {
             if newest <= current.txid && !(newest < current.txid && newest > 0) {
                 return Ok(());
             }
-            Version::build(&self.store, Target::Latest).await?
-        };
-        if next.txid != current.txid || next.commit != current.commit {
-            *self.latest.write() = Arc::new(next);
+            return self.follow_plan(&current).await;
         }
-        Ok(())
+        if run.len() > FOLLOW_AT_MOST {
+            // Far behind (a reader held off, a burst of commits): the compacted levels
+            // serve most of the run from a few files.
+            return self.follow_plan(&current).await;
+        }
+        match current.extend(&self.store, &run).await {
+            Ok(next) => {
+                self.publish(&current, next, "L0 files");
+                Ok(())
+            }
+            // Retention removed a file of the run before we read it: the compacted levels
+            // serve those TXIDs now.
+            Err(e) if e.is_vanished_file() => self.follow_plan(&current).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the replica anew from a fresh plan, making the database visible every
+    /// [`FOLLOW_AT_MOST`] files once it is newer than `current`: a long plan over a slow store
+    /// (L0 files not compacted yet) keeps what it read when a later file fails, instead of
+    /// starting again at every poll while retention removes what it planned.
+    async fn follow_plan(&self, current: &Arc<Version>) -> Result<(), RestoreError> {
+        let mut replans = 0;
+        'plan: loop {
+            let files = restore::list_all(&self.store, false).await?;
+            let plan = restore::plan(&files, Target::Latest, &self.store.describe())?;
+            let mut at = Arc::new(Version::empty(Target::Latest));
+            let mut shown = false;
+            for (i, chunk) in plan.chunks(FOLLOW_AT_MOST).enumerate() {
+                let next = match at.extend(&self.store, chunk).await {
+                    Ok(next) => next,
+                    // Compaction and retention moved on: what was shown stays (the next
+                    // poll goes on from it), or we plan again.
+                    Err(e) if e.is_vanished_file() && shown => return Ok(()),
+                    Err(e) if e.is_vanished_file() && replans < restore::REPLANS => {
+                        replans += 1;
+                        continue 'plan;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let last = (i + 1) * FOLLOW_AT_MOST >= plan.len();
+                at = Arc::new(next);
+                // A part of the plan is the database at an earlier TXID: shown once it is
+                // newer than what readers have (the whole plan is shown even when older: a
+                // replica rewritten with a shorter history).
+                if at.txid > current.txid || last {
+                    self.publish_arc(current, at.clone(), "a fresh plan");
+                    shown = true;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Makes `next` the version new read transactions see (unless it is `from` again).
+    fn publish(&self, from: &Version, next: Version, read: &str) {
+        self.publish_arc(from, Arc::new(next), read);
+    }
+
+    fn publish_arc(&self, from: &Version, next: Arc<Version>, read: &str) {
+        if next.txid == from.txid && next.commit == from.commit {
+            return;
+        }
+        log::debug!(
+            "{}: following TXID {} -> {} from {read}",
+            self.store.describe(),
+            ltx::format_txid(from.txid),
+            ltx::format_txid(next.txid),
+        );
+        *self.latest.write() = next;
     }
 
     /// Reads one page of `v`, from the cache or the store; schedules prefetch of up to

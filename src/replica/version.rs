@@ -33,7 +33,13 @@ pub struct Version {
     /// Page 1's change counter as served: new for every version built, so SQLite drops its
     /// page cache whenever the version moves, even to the same TXID of a rewritten replica.
     pub counter: u32,
+    /// `files` is pruned of files no page is served from once it is this long (see
+    /// [`Version::prune_files`]).
+    prune_at: usize,
 }
+
+/// A version followed file by file is pruned of superseded files no sooner than this.
+const PRUNE_AT_LEAST: usize = 256;
 
 /// The next [`Version::counter`].
 fn next_counter() -> u32 {
@@ -160,7 +166,14 @@ impl Version {
         target: Target,
         plan: &[LtxFileInfo],
     ) -> Result<Self, RestoreError> {
-        let mut v = Self {
+        let mut v = Self::empty(target);
+        v.apply(store, plan).await?;
+        Ok(v)
+    }
+
+    /// A database with no pages yet, which a plan's files extend.
+    pub fn empty(target: Target) -> Self {
+        Self {
             txid: 0,
             timestamp_ms: 0,
             page_size: 0,
@@ -170,9 +183,8 @@ impl Version {
             keys: Vec::new(),
             target,
             counter: next_counter(),
-        };
-        v.apply(store, plan).await?;
-        Ok(v)
+            prune_at: PRUNE_AT_LEAST,
+        }
     }
 
     /// A copy of this version with `files` (continuing it) applied on top.
@@ -187,9 +199,39 @@ impl Version {
             keys: self.keys.clone(),
             target: self.target,
             counter: next_counter(),
+            prune_at: self.prune_at,
         };
         v.apply(store, files).await?;
+        if v.files.len() >= v.prune_at {
+            v.prune_files();
+        }
         Ok(v)
+    }
+
+    /// Drops the files no page is served from any more (every page they held was written
+    /// again later), keeping the last: a reader following a busy replica for days would
+    /// otherwise keep every file it ever applied.
+    fn prune_files(&mut self) {
+        let mut used = vec![false; self.files.len()];
+        if let Some(last) = used.last_mut() {
+            *last = true; // the poller continues from it
+        }
+        for r in self.pages.values() {
+            used[r.file as usize] = true;
+        }
+        let mut renumbered = vec![u32::MAX; self.files.len()];
+        let (mut files, mut keys) = (Vec::new(), Vec::new());
+        for (i, _) in used.iter().enumerate().filter(|(_, used)| **used) {
+            renumbered[i] = files.len() as u32;
+            files.push(self.files[i].clone());
+            keys.push(self.keys[i]);
+        }
+        for r in self.pages.values_mut() {
+            r.file = renumbered[r.file as usize];
+        }
+        self.files = files;
+        self.keys = keys;
+        self.prune_at = PRUNE_AT_LEAST.max(2 * self.files.len());
     }
 
     async fn apply(&mut self, store: &Store, files: &[LtxFileInfo]) -> Result<(), RestoreError> {
@@ -260,5 +302,48 @@ impl Version {
 
     pub fn file_size(&self) -> u64 {
         u64::from(self.commit) * u64::from(self.page_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(txid: u64) -> Arc<LtxFileInfo> {
+        Arc::new(LtxFileInfo {
+            level: 0,
+            min_txid: txid,
+            max_txid: txid,
+            size: 100,
+            created_at_ms: 0,
+        })
+    }
+
+    #[test]
+    fn pruning_keeps_every_served_page_and_the_last_file() {
+        // 300 files (TXIDs 1..=300); pages 1, 2, 3 were last written by TXIDs 10, 250, 299.
+        let at = |file: u32, offset: u64| PageRef {
+            file,
+            offset,
+            size: 4096,
+        };
+        let mut v = Version::empty(Target::Latest);
+        v.txid = 300;
+        v.page_size = 4096;
+        v.commit = 3;
+        v.pages = HashMap::from([(1, at(9, 100)), (2, at(249, 200)), (3, at(298, 300))]);
+        v.files = (1..=300).map(file).collect();
+        v.keys = (1..=300).map(|k| k * 1000).collect();
+        // The last file (TXID 300) serves no page here: it stays, the poller continues from it.
+        v.prune_files();
+        assert_eq!(v.files.len(), 4);
+        assert_eq!(v.files.last().unwrap().max_txid, 300);
+        for (pgno, txid, offset) in [(1, 10, 100), (2, 250, 200), (3, 299, 300)] {
+            let r = v.pages[&pgno];
+            assert_eq!(v.files[r.file as usize].max_txid, txid, "page {pgno}");
+            assert_eq!(v.keys[r.file as usize], txid * 1000, "page {pgno}");
+            assert_eq!(r.offset, offset);
+        }
+        assert_eq!(v.prune_at, PRUNE_AT_LEAST);
     }
 }
