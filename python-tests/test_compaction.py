@@ -59,3 +59,52 @@ def test_compaction_snapshots_retention(connect, tmp_path, monkeypatch, kind):
     # Retention made early points unavailable, but every point within L0 retention remains.
     assert len(restorable) < len(recorded)
     con.close()
+
+
+def test_the_last_close_ends_maintenance_before_it_returns(connect, tmp_path, monkeypatch):
+    """No process of ours changes the replica once its last connection closed: a pass of
+    compaction, snapshots and retention in flight at the close ends (at its current step)
+    before the close returns. Otherwise a restore started then (Litestream's lists first,
+    downloads after) fails on files removed under it. A store answering each request 300 ms
+    late keeps the pass in flight at the close."""
+    import uuid
+
+    import boto3
+
+    from helpers import FaultyStore
+
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    slow = FaultyStore(store.endpoint, every=1, delay_s=0.3)
+    prefix = uuid.uuid4().hex
+    url = f"s3://{store.bucket}/{prefix}/app.db?endpoint={slow.url}&region=us-east-1&force-path-style=true"
+    s3 = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
+                      aws_secret_access_key=store.secret_key, region_name="us-east-1")
+
+    def replica():
+        resp = s3.list_objects_v2(Bucket=store.bucket, Prefix=f"{prefix}/")
+        return sorted((o["Key"], o["ETag"]) for o in resp.get("Contents", []))
+
+    try:
+        db = tmp_path / "app.db"
+        con = open_replicated(connect, db, url, **{"min-interval": "0", "levels": "1s",
+                                                   "l0-retention": "1s", "snapshot-interval": "2s"})
+        con.execute("create table t(x)")
+        for i in range(3):
+            con.execute("insert into t values(?)", (i,))
+        sync(con)
+        slow.set("delay")
+        # Wait for the compaction pass to list level 1: it is in flight.
+        seen = len(slow.paths)
+        deadline = time.time() + 10
+        while not any("/0001/" in p for p in slow.paths[seen:]):
+            assert time.time() < deadline, slow.paths[seen:]
+            time.sleep(0.01)
+        con.close()
+        closed = replica()
+        time.sleep(3)  # the rest of the pass would have run by now (10 requests at most)
+        assert replica() == closed
+        assert any("/0001/" in key for key, _ in closed), "the compaction did not finish before the close"
+    finally:
+        slow.close()

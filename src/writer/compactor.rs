@@ -175,6 +175,9 @@ async fn run(r: Arc<Replicator>) {
             continue;
         }
         let _slot = super::MAINTENANCE_SLOTS.acquire().await;
+        let Some(_pass) = r.begin_maintenance() else {
+            return; // closed while waiting for a slot
+        };
         // Only the lease holder maintains the replica (taking the lease if it is free).
         if cfg.lease && !matches!(super::shipper::hold_lease(&r).await, Ok(true)) {
             continue;
@@ -183,6 +186,9 @@ async fn run(r: Arc<Replicator>) {
         let mut failed = false;
         let did_compact = !todo.is_empty();
         for level in todo {
+            if r.is_closing() {
+                return;
+            }
             let l = level as usize;
             if l == 1 {
                 seen.uploads_at_l1 = uploads;
@@ -206,6 +212,9 @@ async fn run(r: Arc<Replicator>) {
                 }
             }
         }
+        if r.is_closing() {
+            return;
+        }
         if snapshot_now {
             seen.uploads_at_snapshot = uploads;
             match snapshot(&r.store, cfg.snapshot_interval, &work).await {
@@ -222,6 +231,9 @@ async fn run(r: Arc<Replicator>) {
                     heal(&r, &e);
                 }
             }
+        }
+        if r.is_closing() {
+            return;
         }
         if retention_now {
             if let Err(e) = enforce_retention(&r.store, &cfg).await {

@@ -104,6 +104,10 @@ pub struct Replicator {
     /// While our own consistent read is on, from its open to its close: this process's
     /// writers wait for it rather than fail with SQLITE_BUSY (`own_snapshot_in_progress`).
     snapshot_reading: std::sync::atomic::AtomicBool,
+    /// While a maintenance pass (compaction, snapshot, retention) runs: the last close waits
+    /// for it, so no process of ours changes the replica once the database is closed (a
+    /// restore started then would miss files deleted under it).
+    maintaining: std::sync::atomic::AtomicBool,
     /// While that read holds its read lock (its steps run): since when, by the monotonic
     /// clock and in ms since the epoch (`own_snapshot_began_within`, status
     /// `snapshot_read_since`).
@@ -175,6 +179,15 @@ enum SyncFor {
     LastFlush,
 }
 
+/// A maintenance pass in progress (see [`Replicator::begin_maintenance`]).
+struct Maintaining<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Maintaining<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// How long closing the last connection waits for the replica to catch up.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// ... and when the store is failing already.
@@ -223,6 +236,7 @@ impl Replicator {
             lease_held: std::sync::atomic::AtomicBool::new(!config.lease),
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
+            maintaining: Default::default(),
             snapshot_holding: Default::default(),
             read_failed: Default::default(),
             _alive: Alive::new(),
@@ -438,7 +452,9 @@ impl Replicator {
         // returns, as the host expects of every file of the database (bounded: a snapshot
         // streaming inside its read transaction finishes its upload first).
         let began = std::time::Instant::now();
-        while self.snapshot_reading.load(Ordering::SeqCst) && began.elapsed() < CLOSE_FLUSH_TIMEOUT
+        while (self.snapshot_reading.load(Ordering::SeqCst)
+            || self.maintaining.load(Ordering::SeqCst))
+            && began.elapsed() < CLOSE_FLUSH_TIMEOUT
         {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -599,6 +615,22 @@ impl Replicator {
             _ = until => {}
             _ = closed => {}
         }
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// A maintenance pass begins, unless the last connection closed: it then does not.
+    /// The pass lasts as long as the returned guard.
+    fn begin_maintenance(&self) -> Option<Maintaining<'_>> {
+        self.maintaining.store(true, Ordering::SeqCst);
+        // Set before `closing` is read: a close either sees the pass or the pass sees it.
+        if self.closing.load(Ordering::SeqCst) {
+            self.maintaining.store(false, Ordering::SeqCst);
+            return None;
+        }
+        Some(Maintaining(&self.maintaining))
+    }
+
+    fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 
