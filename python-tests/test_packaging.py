@@ -1,11 +1,13 @@
 """The new user's path: `make wheel`'s wheel installed with pip into a fresh venv, and the
 README's quick start run as written (its code blocks are read from the README, so they cannot
-rot): the stdlib sqlite3 on /usr/bin/python3, and apsw. Each replica restores, with the real
+rot): the stdlib sqlite3 on /usr/bin/python3, the command-line tool the wheel installs, and
+apsw. Each replica restores, with the real
 Litestream binary too, to the database the quick start wrote."""
 import os
 import pathlib
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import zipfile
@@ -55,6 +57,10 @@ def test_the_wheel_holds_a_stripped_library_and_the_glibc_tag_it_needs(wheel):
         assert lib.file_size <= MAX_LIBRARY_BYTES, f"{lib.file_size} bytes"
         record = z.read(next(n for n in names if n.endswith(".dist-info/RECORD"))).decode()
     assert "sqlite_litestream/__init__.py" in names
+    with zipfile.ZipFile(wheel) as z:
+        cli = z.getinfo(next(n for n in names if n.endswith(".data/scripts/sqlite-litestream")))
+        mode = cli.external_attr >> 16
+        assert stat.S_ISREG(mode) and mode & 0o111, f"pip makes the tool executable: {oct(mode)}"
     assert all(n in record for n in names), "RECORD lists every file"
     needed = subprocess.run(["objdump", "-T", os.environ.get("LITESTREAM_TEST_LIB", "") + ".so"],
                             capture_output=True, text=True, check=True).stdout
@@ -92,6 +98,19 @@ def test_the_python_quick_start_runs_from_the_wheel(wheel, tmp_path):
     subprocess.run([os.environ["LITESTREAM_TEST_BIN"], "restore", "-o", str(theirs),
                     f"file://{replica_dir}/app.db"], check=True, capture_output=True, timeout=120)
     assert dump(theirs) == dump(app / "app.db")
+    # The command-line tool the wheel put on the venv's PATH: the shell block, line by line.
+    env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ['PATH']}")
+    lines = quick_start_blocks("sh")[0].strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["ls", "verify", "restore"], lines
+    for line in lines:
+        run = subprocess.run(as_run_here(line, replica_dir), shell=True, cwd=app, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (line, run.stdout, run.stderr)
+        if line.split()[1] == "ls":
+            assert re.search(r"^0 +0000000000000001 +0000000000000001 ", run.stdout, re.M), run.stdout
+        if line.split()[1] == "verify":
+            assert run.stdout.startswith("ok: "), run.stdout
+    assert dump(app / "restored-cli.db") == dump(app / "app.db")
     # The open-error one-liner, after a mistyped parameter.
     why = quick_start_blocks("python")[2]
     probe = (as_run_here(stdlib.split("replica =")[0], replica_dir)

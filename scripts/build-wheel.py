@@ -5,9 +5,11 @@
                                                 target/wheels
 
 A wheel is a zip with a fixed layout (PEP 427): the package (packaging/python), the library
-stripped of debug info, and a dist-info directory (METADATA, WHEEL, RECORD). The platform tag
-is manylinux_2_<N>_<arch>, where glibc 2.<N> is the newest symbol version the library
-imports, so pip installs it exactly where it can load. Prints the wheel's path.
+stripped of debug info, the command-line tool `sqlite-litestream` (built next to the library)
+as a script pip puts on PATH (`<name>.data/scripts/`), and a dist-info directory (METADATA,
+WHEEL, RECORD). The platform tag is manylinux_2_<N>_<arch>, where glibc 2.<N> is the newest
+symbol version the library or the tool imports, so pip installs it exactly where it can load.
+Prints the wheel's path.
 """
 import base64
 import hashlib
@@ -51,19 +53,27 @@ def main():
         pkg_ver = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
     if pkg_ver != ver:
         sys.exit(f"build-wheel: packaging/python says {pkg_ver}, Cargo.toml {ver}")
+    cli = os.path.join(os.path.dirname(lib), "sqlite-litestream")
+    if not os.path.exists(cli):
+        sys.exit(f"build-wheel: {cli} is missing (cargo build --release builds it)")
     arch = platform.machine()
-    tag = f"py3-none-manylinux_2_{glibc_needed(lib)}_{arch}"
-    with tempfile.TemporaryDirectory() as tmp:
-        stripped = os.path.join(tmp, "liblitestream.so")
-        subprocess.run(["strip", "--strip-debug", "-o", stripped, lib], check=True)
-        with open(stripped, "rb") as f:
-            lib_bytes = f.read()
+    tag = f"py3-none-manylinux_2_{max(glibc_needed(lib), glibc_needed(cli))}_{arch}"
+
+    def stripped(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, os.path.basename(path))
+            subprocess.run(["strip", "--strip-debug", "-o", out, path], check=True)
+            with open(out, "rb") as f:
+                return f.read()
+
+    lib_bytes, cli_bytes = stripped(lib), stripped(cli)
     files = {}
     for name in sorted(os.listdir(PKG)):
         if name.endswith(".py"):
             with open(os.path.join(PKG, name), "rb") as f:
                 files[f"{NAME}/{name}"] = f.read()
     files[f"{NAME}/liblitestream.so"] = lib_bytes
+    files[f"{NAME}-{ver}.data/scripts/sqlite-litestream"] = cli_bytes
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     dist = f"{NAME}-{ver}.dist-info"
@@ -92,7 +102,10 @@ def main():
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in files.items():
             info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
-            info.external_attr = (0o755 if name.endswith(".so") else 0o644) << 16
+            executable = name.endswith(".so") or "/scripts/" in name
+            # A regular file's full mode: pip makes a file executable only when its zip mode
+            # says regular file (S_IFREG) and executable.
+            info.external_attr = (0o100755 if executable else 0o100644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, data)
     print(wheel)

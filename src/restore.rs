@@ -163,7 +163,7 @@ impl From<RestoreError> for crate::Error {
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
 /// the LTX timestamp (file mtime, or the S3 `litestream-timestamp` metadata when a timestamp
 /// target needs it).
-pub(crate) async fn list_all(
+pub async fn list_all(
     store: &Store,
     need_timestamps: bool,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {

@@ -5,7 +5,7 @@
 mod cache;
 mod database;
 mod prefetch;
-mod verify;
+pub mod verify;
 pub mod version;
 
 pub use database::{ReplicaConfig, ReplicaDb, ReplicaFile};
