@@ -5,6 +5,7 @@
 #   make soak   make test with 500 SIGKILL crash trials (not 50), 100 lease trials per store (not 25), a 60 s multi-process soak (not 8 s), SQLite's whole TCL list (not the quick subset)
 #   make lint   cargo fmt --check and clippy -D warnings
 #   make wheel  the Python package sqlite-litestream -> target/wheels/*.whl (offline, from the release library)
+#   make npm    the npm package sqlite-litestream -> target/npm/*.tgz (offline, from the release library)
 #   make bench  plain SQLite vs ours vs Litestream 0.5.17 on Ceph RGW -> bench/results.md (BENCH_SCALE=0.05 for a quick run)
 #   make fuzz   a short run of the LTX decoder fuzzer (needs the nightly toolchain)
 #   make sqlite-suite  SQLite 3.40.1's own TCL tests on the default VFS and on ours, compared
@@ -13,7 +14,7 @@
 CARGO ?= cargo
 LIB := target/release/liblitestream.so
 
-.PHONY: all build demo test soak bench lint wheel fuzz sqlite-suite clean
+.PHONY: all build demo test soak bench lint wheel npm fuzz sqlite-suite clean
 
 all: build
 
@@ -38,6 +39,9 @@ lint:
 
 wheel: build
 	scripts/build-wheel.py
+
+npm: build
+	scripts/build-npm.sh
 
 fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run ltx_decoder -- -max_total_time=60

@@ -81,32 +81,51 @@ test("an error's SQLite code reaches the app (err.code), not just its text", () 
   }
 });
 
-test("the README's Node quick start runs as written", async () => {
-  const { spawnSync } = await import('node:child_process');
-  const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
-  const start = readme.indexOf('## Quick start');
-  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
-  const block = /```js\n([\s\S]*?)```/.exec(section)?.[1];
-  assert.ok(block, 'the quick start has a js block');
+test("the npm package installs into a fresh project, and the README's Node quick start runs with it", async () => {
+  const { spawnSync, execFileSync } = await import('node:child_process');
+  const root = path.resolve(import.meta.dirname, '..');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'litestream-node-'));
   try {
-    // As a user runs it, with this build's library and the replica and database in our dir.
-    const code = block
-      .replaceAll('./target/release/liblitestream', lib)
-      .replaceAll('/tmp/quickstart-replica', `${dir}/replica`)
-      .replaceAll("'app-node.db'", JSON.stringify(path.join(dir, 'app-node.db')));
+    // `make npm`'s tarball, installed offline (it has no dependencies) into a new project;
+    // better-sqlite3 is the one this suite installed (building it again takes minutes).
+    const tarball = execFileSync(path.join(root, 'scripts/build-npm.sh'), [`${lib}.so`, path.join(dir, 'dist')],
+      { encoding: 'utf8' }).trim();
+    const app = path.join(dir, 'app');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: app });
+    fs.symlinkSync(path.resolve(import.meta.dirname, 'node_modules/better-sqlite3'),
+      path.join(app, 'node_modules/better-sqlite3'));
+    const pkg = path.join(app, 'node_modules/sqlite-litestream');
+    assert.ok(fs.existsSync(path.join(pkg, 'index.d.ts')), 'types ship');
+    // CommonJS sees the same functions, and the library inside the package.
+    const cjs = spawnSync(process.execPath, ['-e',
+      "const m = require('sqlite-litestream'); console.log(typeof m.load, m.getLoadablePath())"],
+      { cwd: app, encoding: 'utf8' });
+    assert.equal(cjs.stdout.trim(), `function ${fs.realpathSync(pkg)}/lib/liblitestream.so`, cjs.stderr);
+
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    const start = readme.indexOf('## Quick start');
+    const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+    const block = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(block, 'the quick start has a js block');
+    assert.ok(block.includes("from 'sqlite-litestream'"), 'the quick start uses the package');
+    const code = block.replaceAll('/tmp/quickstart-replica', `${dir}/replica`);
     const run = spawnSync(process.execPath, ['--input-type=module', '-e', code],
-      { cwd: import.meta.dirname, encoding: 'utf8', timeout: 60000 });
+      { cwd: app, encoding: 'utf8', timeout: 60000 });
     assert.equal(run.status, 0, run.stderr);
     const synced = JSON.parse(run.stdout.trim());
-    assert.match(synced[path.join(dir, 'app-node.db')], /^[0-9a-f]{16}$/);
+    assert.match(synced[path.join(fs.realpathSync(app), 'app-node.db')] ?? synced[path.join(app, 'app-node.db')], /^[0-9a-f]{16}$/, run.stdout);
     const db = new Database(':memory:');
     db.loadExtension(lib);
     db.prepare('select litestream_restore(?, ?)').get(`file://${dir}/replica/app-node.db`, path.join(dir, 'out.db'));
     db.close();
     const restored = new Database(path.join(dir, 'out.db'), { readonly: true });
+    const source = new Database(path.join(app, 'app-node.db'), { readonly: true });
     assert.deepEqual(restored.prepare('select body from notes').all(), [{ body: 'hello from node' }]);
+    assert.deepEqual(restored.prepare('select body from notes').all(), source.prepare('select body from notes').all());
     restored.close();
+    source.close();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
