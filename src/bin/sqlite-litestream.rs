@@ -155,34 +155,24 @@ fn run(args: &[String]) -> Result<(), Failure> {
             };
             let target = a.target.unwrap_or(Target::Latest);
             let s = restore::restore_blocking(&a.urls[0], Path::new(out), target, opts)?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&s).expect("a summary serializes")
-                );
-            } else {
-                println!(
+            report(&s, a.json, || {
+                format!(
                     "restored TXID {} ({}) to {}: {} pages of {} bytes from {} files in {:.2} s",
                     s.txid, s.timestamp, s.output, s.pages, s.page_size, s.files, s.seconds
-                );
-            }
+                )
+            });
             Ok(())
         }
         "fork" => {
             wants(2, "a source URL and a destination URL")?;
             let target = a.target.unwrap_or(Target::Latest);
             let s = litestream::pitr::fork::fork_blocking(&a.urls[0], &a.urls[1], target)?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&s).expect("a summary serializes")
-                );
-            } else {
-                println!(
+            report(&s, a.json, || {
+                format!(
                     "forked {} at TXID {} ({}) to {}",
                     s.source, s.txid, s.timestamp, s.dest
-                );
-            }
+                )
+            });
             Ok(())
         }
         "ls" => {
@@ -198,6 +188,16 @@ fn run(args: &[String]) -> Result<(), Failure> {
             litestream::runtime::block_on(verify(&store, a.json))
         }
         other => usage(format!("unknown command {other:?}")),
+    }
+}
+
+/// A command's summary on stdout: its JSON, or one line for people.
+fn report(summary: &impl serde::Serialize, json: bool, line: impl FnOnce() -> String) {
+    if json {
+        let doc = serde_json::to_string(summary).expect("a summary serializes");
+        println!("{doc}");
+    } else {
+        println!("{}", line());
     }
 }
 
