@@ -156,7 +156,18 @@ def test_time_travel_and_readonly(connect, tmp_path):
     status = json.loads(live.execute("select litestream_status()").fetchone()[0])
     replica = [r for r in status["replicas"] if r["replica"].endswith("replica-app.db")][0]
     assert replica["cache_hits"] + replica["cache_misses"] > 0
-    for c in (pinned, live, w):
+    # The status tells what each connection reads: `txid` is the latest (what following
+    # connections read), `pinned_txids` the versions pinned ones read.
+    latest = max(states, key=lambda t: int(t, 16))
+    by_time = live.execute("select litestream_txid()").fetchone()[0]
+    assert replica["txid"] == latest and replica["connections"] == 2, replica
+    assert replica["pinned_txids"] == sorted({first, by_time}), replica
+    live.execute("select litestream_set_time('LATEST')").fetchone()
+    pinned.close()
+    status = json.loads(live.execute("select litestream_status()").fetchone()[0])
+    replica = [r for r in status["replicas"] if r["replica"].endswith("replica-app.db")][0]
+    assert replica["pinned_txids"] == [] and replica["connections"] == 1, replica
+    for c in (live, w):
         c.close()
 
 

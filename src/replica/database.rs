@@ -36,6 +36,9 @@ pub struct ReplicaDb {
     /// Wakes the poller when a handle with a shorter interval opens.
     poll_wake: Arc<tokio::sync::Notify>,
     latest: RwLock<Arc<Version>>,
+    /// The TXID each pinned handle reads (one entry per handle pinned by time travel), for
+    /// the status: `txid` there is what following handles read.
+    pinned_txids: Mutex<Vec<u64>>,
     /// When the last poll succeeded (ms), for `litestream_lag()`.
     last_poll_ms: AtomicI64,
     /// When the poll in flight started (0: none).
@@ -71,6 +74,7 @@ impl ReplicaDb {
             config,
             store,
             latest: RwLock::new(Arc::new(version)),
+            pinned_txids: Mutex::new(Vec::new()),
             last_poll_ms: AtomicI64::new(now_millis()),
             poll_started_ms: AtomicI64::new(0),
             last_error: Mutex::new(None),
@@ -418,6 +422,10 @@ impl ReplicaDb {
     /// document (it moves while other threads fill it).
     pub fn status(&self, cache_bytes: u64) -> serde_json::Value {
         let v = self.latest();
+        let mut pinned = self.pinned_txids.lock().clone();
+        pinned.sort_unstable();
+        pinned.dedup();
+        let pinned: Vec<String> = pinned.into_iter().map(ltx::format_txid).collect();
         let c = &self.counters;
         let (hits, misses) = (
             c.hits.load(Ordering::Relaxed),
@@ -439,6 +447,7 @@ impl ReplicaDb {
             "prefetched_pages": c.prefetched.load(Ordering::Relaxed),
             "cache_bytes": cache_bytes,
             "connections": self.handles.load(Ordering::Relaxed),
+            "pinned_txids": pinned,
         })
     }
 }
@@ -536,14 +545,29 @@ impl ReplicaFile {
 
     /// Time travel: pin a past version, or follow the latest again.
     pub fn set_target(&mut self, target: Target) -> Result<(), crate::Error> {
-        self.pinned = match target {
+        let pinned = match target {
             Target::Latest => None,
             t => Some(Arc::new(crate::runtime::block_on(Version::build(
                 &self.db.store,
                 t,
             ))?)),
         };
+        self.repin(pinned);
         Ok(())
+    }
+
+    /// Pins `pinned` (None: follows), keeping the replica's list of pinned TXIDs true.
+    fn repin(&mut self, pinned: Option<Arc<Version>>) {
+        let mut txids = self.db.pinned_txids.lock();
+        if let Some(old) = self.pinned.take() {
+            if let Some(i) = txids.iter().position(|t| *t == old.txid) {
+                txids.swap_remove(i);
+            }
+        }
+        if let Some(new) = &pinned {
+            txids.push(new.txid);
+        }
+        self.pinned = pinned;
     }
 
     pub fn is_pinned(&self) -> bool {
@@ -668,6 +692,7 @@ impl ReplicaFile {
 
 impl Drop for ReplicaFile {
     fn drop(&mut self) {
+        self.repin(None);
         self.db.release(self.poll_interval);
     }
 }
