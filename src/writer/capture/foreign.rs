@@ -196,6 +196,7 @@ impl Capture {
                     committed_end: end,
                     txn: Vec::new(),
                     written_header: None,
+                    unsealed_commit: None,
                 });
             }
         }

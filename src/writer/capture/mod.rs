@@ -140,6 +140,12 @@ struct WalCursor {
     /// The last frame header SQLite wrote (offset, bytes): parsed from its write buffer, it
     /// saves reading it back from the file.
     written_header: Option<(u64, [u8; FRAME_HEADER_SIZE as usize])>,
+    /// The commit frame (offset, database size) of a transaction whose frames SQLite wrote
+    /// with zero salts and checksums: it overwrote one of its own uncommitted frames in place
+    /// (a cache spill rewriting a page), and rewrites every later frame's header once the
+    /// commit frame is written (`walRewriteChecksums`). The transaction commits when the
+    /// commit frame's header is rewritten.
+    unsealed_commit: Option<(u64, u32)>,
 }
 
 pub struct Capture {
@@ -533,6 +539,7 @@ impl Capture {
             committed_end: full.end,
             txn: Vec::new(),
             written_header: None,
+            unsealed_commit: None,
         });
         self.wal_file = Some(file);
         Ok(())
@@ -691,6 +698,7 @@ impl Capture {
                 committed_end: WAL_HEADER_SIZE,
                 txn: Vec::new(),
                 written_header: None,
+                unsealed_commit: None,
             });
             self.save_position(false)?;
         }
@@ -726,6 +734,12 @@ impl Capture {
         let mut committed = false;
         let end = offset + len;
         let frame_size = cur.header.frame_size();
+        if cur.unsealed_commit.is_some() {
+            if let Some(done) = self.rewrite_checksum(&mut cur, offset, bytes) {
+                self.wal = Some(cur);
+                return Ok(done);
+            }
+        }
         // A frame written over an uncommitted one at a frame boundary: SQLite rolled back to
         // a savepoint (or the whole transaction) and is rewriting from there. What we parsed
         // from that point on is void. (Writes below the committed end only rewrite checksums;
@@ -748,7 +762,9 @@ impl Capture {
                 _ => self.wal_file()?.read_exact_at(&mut head, cur.next)?,
             }
             let fh = FrameHeader::parse(&head);
-            if (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
+            // A frame of this transaction whose checksum SQLite fills in at commit.
+            let unsealed = head[8..].iter().all(|&b| b == 0) && cur.next >= cur.committed_end;
+            if !unsealed && (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
                 // Frames of a generation we did not see start: another process restarted the
                 // WAL. Follow its hand-offs (or resync), then parse this write again.
                 self.wal = Some(cur);
@@ -761,20 +777,53 @@ impl Capture {
             }
             cur.txn.push((fh.pgno, cur.next));
             cur.next += frame_size;
-            if fh.commit != 0 {
-                // Later frames of a page win.
-                let latest: BTreeMap<u32, u64> = std::mem::take(&mut cur.txn).into_iter().collect();
-                let pages = latest
-                    .into_iter()
-                    .map(|(p, at)| (p, PageSource::Wal(at)))
-                    .collect();
-                cur.committed_end = cur.next;
-                self.add_pending(pages, fh.commit);
+            if fh.commit != 0 && unsealed {
+                cur.unsealed_commit = Some((cur.next - frame_size, fh.commit));
+            } else if fh.commit != 0 {
+                self.commit_txn(&mut cur, fh.commit);
                 committed = true;
             }
         }
         self.wal = Some(cur);
         Ok(committed)
+    }
+
+    /// The transaction parsed up to `cur.next` committed: its pages become pending.
+    fn commit_txn(&mut self, cur: &mut WalCursor, commit: u32) {
+        // Later frames of a page win.
+        let latest: BTreeMap<u32, u64> = std::mem::take(&mut cur.txn).into_iter().collect();
+        let pages = latest
+            .into_iter()
+            .map(|(p, at)| (p, PageSource::Wal(at)))
+            .collect();
+        cur.committed_end = cur.next;
+        cur.unsealed_commit = None;
+        self.add_pending(pages, commit);
+    }
+
+    /// While a transaction's zero-checksum frames await their rewrite: a write of one of
+    /// their headers, with this generation's salts and the page the frame holds, is that
+    /// rewrite (Some(whether it committed the transaction)). Anything else (None) is parsed
+    /// as a write of frames, after which no rewrite is awaited.
+    fn rewrite_checksum(&mut self, cur: &mut WalCursor, offset: u64, bytes: &[u8]) -> Option<bool> {
+        let (commit_at, commit) = cur.unsealed_commit.take()?;
+        if bytes.len() != FRAME_HEADER_SIZE as usize {
+            return None;
+        }
+        let fh = FrameHeader::parse(bytes);
+        let same_frame = cur
+            .txn
+            .iter()
+            .any(|&(pgno, at)| at == offset && pgno == fh.pgno);
+        if !same_frame || (fh.salt1, fh.salt2) != (cur.header.salt1, cur.header.salt2) {
+            return None;
+        }
+        if offset == commit_at && fh.commit == commit {
+            self.commit_txn(cur, commit);
+            return Some(true);
+        }
+        cur.unsealed_commit = Some((commit_at, commit));
+        Some(false)
     }
 
     /// This process released the WAL write lock: its write transaction is over, and frames
@@ -785,6 +834,7 @@ impl Capture {
             cur.txn.clear();
             cur.next = cur.committed_end;
             cur.written_header = None;
+            cur.unsealed_commit = None;
         }
     }
 
