@@ -537,3 +537,44 @@ def test_commits_checkpointed_away_right_after_a_followers_hand_off_are_not_miss
     check_replica(con, store, url, db, tmp_path)
     assert status_of(con, db)["last_error"] is None
     con.close()
+
+
+LAST_TO_CLOSE = FOLLOWER + """con.execute("insert into t values('follower')")
+print("ready", flush=True)
+sys.stdin.readline()  # the owner has closed: this close is the database's last
+con.close()
+"""
+
+
+@pytest.mark.parametrize("shm", ["kept", "read-only"])
+def test_a_follower_closing_last_takes_over_and_leaves_no_wal_behind(connect, ext_path, tmp_path, shm):
+    """The owner closes first; the follower's close is the database's last: SQLite checkpoints
+    and deletes the -wal and -shm, then the follower takes the replica over and snapshots
+    it. That snapshot's read-only connection re-created an empty -wal and -shm it could not
+    delete, left behind for good (SQLite's walro-1.3.2: a -shm after every connection closed).
+    With the -shm made read-only before, as walro does."""
+    store = Store("file", tmp_path)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    con = open_replicated(connect, db, url, **{"min-interval": "0"})
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(v)")
+    con.execute("insert into t values('owner')")
+    sync(con)
+    follower = subprocess.Popen([sys.executable, "-c", LAST_TO_CLOSE, ext_path, str(db), url, "wal"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=store.env())
+    try:
+        assert follower.stdout.readline().strip() == "ready"
+        if shm == "read-only":
+            os.chmod(f"{db}-shm", 0o444)
+        expected = dump(db)
+        con.close()
+        follower.stdin.write("\n")
+        follower.stdin.flush()
+        assert follower.wait(60) == 0
+    finally:
+        follower.kill()
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.db-"))
+    assert left == []
+    assert "'follower'" in expected
+    assert dump(litestream_restore(store, url, tmp_path / "theirs.db")) == expected

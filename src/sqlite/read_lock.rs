@@ -47,6 +47,21 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    /// Opens `path` through the parent VFS, so none of our capture hooks run on it.
+    fn open(path: &Path, flags: c_int, what: &str) -> Result<Self, Error> {
+        let name = cstring(&path.to_string_lossy());
+        let vfs: *const c_char = super::vfs::parent_name();
+        let mut db = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated strings; `db` receives a handle even on failure,
+        // which `Conn` closes.
+        let rc = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, vfs) };
+        let conn = Conn(db);
+        if rc != ffi::SQLITE_OK {
+            return Err(conn.error(what, rc));
+        }
+        Ok(conn)
+    }
+
     fn error(&self, what: &str, rc: i32) -> Error {
         // SAFETY: errmsg of a live (or null: "out of memory") handle is a valid C string.
         let msg = unsafe {
@@ -82,17 +97,47 @@ pub fn with_read_transaction(
     give_up: &AtomicBool,
     f: &mut dyn FnMut(),
 ) -> Result<(), Error> {
-    let name = cstring(&path.to_string_lossy());
-    let vfs: *const c_char = super::vfs::parent_name();
-    let mut db = std::ptr::null_mut();
-    // SAFETY: valid NUL-terminated strings; `db` receives a handle even on failure, which
-    // `Conn` closes.
-    let rc =
-        unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, ffi::SQLITE_OPEN_READONLY, vfs) };
-    let conn = Conn(db);
-    if rc != ffi::SQLITE_OK {
-        return Err(conn.error("cannot open the database for a consistent read", rc));
+    let wal = wal_path(path);
+    let wal_existed = wal.exists();
+    let read = read_transaction(path, give_up, f);
+    if !wal_existed && wal.exists() {
+        close_files_our_read_left(path);
     }
+    read
+}
+
+fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
+/// A read-only connection that opens a WAL-mode database whose `-wal` is gone (its last
+/// connection closed and deleted it) creates an empty `-wal` and `-shm`, and cannot delete
+/// them at its close (SQLite's last close checkpoints and deletes them; a read-only one may
+/// not): after the database's last close, they were left behind (SQLite's wal-11.9,
+/// walro-1.3.2). A read-write open and close does SQLite's own last close: it deletes them
+/// only if no connection of any process uses the database (it takes the file's EXCLUSIVE
+/// lock first), and checkpoints nothing of ours (the `-wal` our read made is empty).
+fn close_files_our_read_left(path: &Path) {
+    // A read opens the WAL (the close only deletes a WAL it opened); any failure (busy: the
+    // database is in use again) leaves the files to their users.
+    let read = Conn::open(path, ffi::SQLITE_OPEN_READWRITE, "cannot open the database")
+        .and_then(|conn| conn.exec("PRAGMA query_only = 1; SELECT count(*) FROM sqlite_schema"));
+    if let Err(e) = read {
+        log::debug!(
+            "{}: the -wal and -shm a consistent read created stay: {e}",
+            path.display()
+        );
+    }
+}
+
+fn read_transaction(path: &Path, give_up: &AtomicBool, f: &mut dyn FnMut()) -> Result<(), Error> {
+    let conn = Conn::open(
+        path,
+        ffi::SQLITE_OPEN_READONLY,
+        "cannot open the database for a consistent read",
+    )?;
     // SAFETY: a live connection; `give_up` outlives it (`conn` is dropped before we return).
     unsafe {
         ffi::sqlite3_busy_handler(
