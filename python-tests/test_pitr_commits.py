@@ -88,14 +88,22 @@ def test_page_size_change_restores_on_both_sides(connect, tmp_path, monkeypatch,
         con.execute("delete from t where id % 7 = ?", (i,))
         recorded[txid_of(con, db)] = (new, dump(db))
     latest = max(recorded)
+    # Checked inside one read transaction: outside one, litestream_txid() is the version the
+    # next read will see, and `pragma page_size` is what the last read saw.
     deadline = time.time() + 20
-    while int(follower.execute("select litestream_txid()").fetchone()[0], 16) < latest and time.time() < deadline:
-        time.sleep(0.05)
+    while True:
+        follower.execute("begin")
         follower.execute("select count(*) from t").fetchone()
-    assert int(follower.execute("select litestream_txid()").fetchone()[0], 16) >= latest, "the follower did not catch up"
+        seen = int(follower.execute("select litestream_txid()").fetchone()[0], 16)
+        if seen >= latest or time.time() > deadline:
+            break
+        follower.execute("commit")
+        time.sleep(0.05)
+    assert seen >= latest, "the follower did not catch up"
     assert follower.execute("pragma page_size").fetchone()[0] == new
     assert follower.execute("pragma integrity_check").fetchone()[0] == "ok"
     assert "\n".join(follower.iterdump()) == recorded[latest][1]
+    follower.execute("commit")
     follower.close()
     # A rollback cannot change the page size: refused, naming why; after the change it works.
     with pytest.raises(sqlite3.OperationalError, match="cannot change the page size"):

@@ -169,7 +169,8 @@ fn replica_of<'a>(db: &Connection, name: &str) -> Result<&'a mut ReplicaFile, Er
     Ok(unsafe { &mut *(ptr as *mut ReplicaFile) })
 }
 
-/// `litestream_txid()`: the TXID this connection reads (16 hex digits, as Litestream).
+/// `litestream_txid()`: the TXID this connection reads (16 hex digits, as Litestream): its
+/// transaction's, or outside one the version its next read will see.
 fn txid(db: &Connection, _: &[Value]) -> Result<Output, Error> {
     let v = replica_of(db, "litestream_txid")?.version();
     Ok(Output::Text(crate::ltx::format_txid(v.txid)))
