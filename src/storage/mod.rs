@@ -1,8 +1,10 @@
-//! Object storage: one interface, two backends (`file://` directory and `s3://`), and the
-//! key layout Litestream 0.5 uses on each. Nothing here knows about SQLite.
+//! Object storage: one interface, two backends (`file://` directory and `s3://`) and an
+//! in-memory one for unit tests, and the key layout Litestream 0.5 uses on each. Nothing here
+//! knows about SQLite.
 
 mod error;
 mod file;
+mod memory;
 mod retry;
 pub use retry::backoff;
 mod s3;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 
 pub use error::StorageError;
 pub use file::FileStore;
+pub use memory::{Faults, MemoryStore};
 pub use s3::S3Store;
 pub use url::{redact, ReplicaUrl, S3Config};
 
@@ -93,6 +96,8 @@ pub const STALLED_REQUEST: std::time::Duration = std::time::Duration::from_secs(
 pub enum Store {
     File(FileStore),
     S3(Box<S3Store>),
+    /// Unit tests only (no URL names it); the test keeps a handle to inject faults.
+    Memory(std::sync::Arc<MemoryStore>),
 }
 
 impl Store {
@@ -112,6 +117,7 @@ impl Store {
         match self {
             Self::File(f) => f.describe(),
             Self::S3(s) => s.describe(),
+            Self::Memory(m) => m.describe(),
         }
     }
 
@@ -123,7 +129,7 @@ impl Store {
     fn level_prefix(&self, level: u8) -> String {
         match self {
             // file and most backends: ltx/<decimal level>/
-            Self::File(_) => format!("ltx/{level}/"),
+            Self::File(_) | Self::Memory(_) => format!("ltx/{level}/"),
             // S3 and OSS: <%04x level>/, no ltx/ segment
             Self::S3(_) => format!("{level:04x}/"),
         }
@@ -139,6 +145,7 @@ impl Store {
         let objects = match self {
             Self::File(f) => f.list(&prefix).await?,
             Self::S3(s) => s.list(&prefix, start_after.as_deref()).await?,
+            Self::Memory(m) => m.list(&prefix).await?,
         };
         let mut files: Vec<LtxFileInfo> = objects
             .into_iter()
@@ -176,6 +183,7 @@ impl Store {
         match self {
             Self::File(f) => f.get(key, range).await,
             Self::S3(s) => s.get(key, range).await,
+            Self::Memory(m) => m.get(key, range).await,
         }
     }
 
@@ -185,6 +193,7 @@ impl Store {
         match self {
             Self::File(f) => f.get_into(key, offset, out).await,
             Self::S3(s) => s.get_into(key, offset, out).await,
+            Self::Memory(m) => m.get_into(key, offset, out).await,
         }
     }
 
@@ -192,6 +201,7 @@ impl Store {
         match self {
             Self::File(f) => f.head(key).await,
             Self::S3(s) => s.head(key).await,
+            Self::Memory(m) => m.head(key).await,
         }
     }
 
@@ -207,6 +217,7 @@ impl Store {
         match self {
             Self::File(f) => f.put(key, body, condition, timestamp_ms).await,
             Self::S3(s) => s.put(key, body, condition, timestamp_ms).await,
+            Self::Memory(m) => m.put(key, body, condition, timestamp_ms).await,
         }
     }
 
@@ -221,6 +232,9 @@ impl Store {
             (Self::S3(to), Self::S3(from)) if to.same_service(from) => {
                 to.copy_from(from, src_key, key).await.map(|_| true)
             }
+            (Self::Memory(to), Self::Memory(from)) => {
+                to.copy_from(from, src_key, key).await.map(|_| true)
+            }
             _ => Ok(false),
         }
     }
@@ -231,15 +245,16 @@ impl Store {
         match self {
             Self::File(f) => f.delete(key, if_match).await,
             Self::S3(s) => s.delete(key, if_match).await,
+            Self::Memory(m) => m.delete(key, if_match).await,
         }
     }
 
     /// Deletes many objects (S3: batches of 1000).
     pub async fn delete_many(&self, keys: &[String]) -> Result<()> {
         match self {
-            Self::File(f) => {
+            Self::File(_) | Self::Memory(_) => {
                 for k in keys {
-                    f.delete(k, None).await?;
+                    self.delete(k, None).await?;
                 }
                 Ok(())
             }
@@ -273,6 +288,7 @@ impl Store {
         match self {
             Self::File(f) => f.put_file(&key, src, condition, ts).await,
             Self::S3(s) => s.put_file(&key, src, condition, ts).await,
+            Self::Memory(m) => m.put_file(&key, src, condition, ts).await,
         }
     }
 
@@ -289,6 +305,7 @@ impl Store {
         match self {
             Self::File(f) => f.put_written(&key, body, condition, ts).await,
             Self::S3(s) => s.put_written(&key, body, condition, ts).await,
+            Self::Memory(m) => m.put_written(&key, body, condition, ts).await,
         }
     }
 
@@ -313,6 +330,7 @@ impl Store {
                 conditional_delete: true,
             }),
             Self::S3(s) => s.probe_conditional_writes().await,
+            Self::Memory(m) => Ok(m.conditional_support()),
         }
     }
 }

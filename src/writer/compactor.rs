@@ -494,3 +494,146 @@ pub async fn run_once(
     enforce_retention(store, cfg).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::RestoreOptions;
+    use crate::runtime::block_on;
+    use crate::storage::{Faults, MemoryStore};
+
+    fn vectors() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/litestream-0.5.17")
+    }
+
+    /// A replica as Litestream 0.5.17 left it (its own files, timestamps kept), minus the
+    /// L1 file it compacted from the newest L0 files, in an in-memory store.
+    fn litestream_replica() -> (Arc<Store>, Arc<MemoryStore>) {
+        let memory = Arc::new(MemoryStore::new());
+        let store = Arc::new(Store::Memory(memory.clone()));
+        let files = [
+            "9/0000000000000001-000000000000001d.ltx",
+            "1/000000000000001e-0000000000000020.ltx",
+            "1/0000000000000021-0000000000000021.ltx",
+            "0/0000000000000022-0000000000000022.ltx",
+            "0/0000000000000023-0000000000000023.ltx",
+            "0/0000000000000024-0000000000000024.ltx",
+            "0/0000000000000025-0000000000000025.ltx",
+        ];
+        for name in files {
+            let body = std::fs::read(vectors().join("file-replica/ltx").join(name)).unwrap();
+            let header = ltx::Header::decode(&body).unwrap();
+            let key = format!("ltx/{name}");
+            let put = store.put(
+                &key,
+                body.into(),
+                PutCondition::IfNoneMatch,
+                Some(header.timestamp),
+            );
+            block_on(put).unwrap();
+        }
+        (store, memory)
+    }
+
+    /// The replica restored, as bytes.
+    fn restored(store: &Arc<Store>, target: Target) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.db");
+        let opts = RestoreOptions { overwrite: false };
+        block_on(restore::restore(store.clone(), &out, target, opts)).unwrap();
+        std::fs::read(&out).unwrap()
+    }
+
+    fn expected(txid: u64) -> Vec<u8> {
+        std::fs::read(vectors().join(format!("expected-db/restore-txid-{txid:016x}.db"))).unwrap()
+    }
+
+    fn levels(memory: &MemoryStore, level: u8) -> Vec<String> {
+        let prefix = format!("ltx/{level}/");
+        let keys = memory.keys().into_iter();
+        keys.filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn compaction_and_a_snapshot_restore_what_litestream_restores() {
+        let (store, memory) = litestream_replica();
+        let work = tempfile::tempdir().unwrap();
+        let header = block_on(compact(&store, 1, work.path())).unwrap().unwrap();
+        assert_eq!((header.min_txid, header.max_txid), (0x22, 0x25));
+        assert!(levels(&memory, 1).contains(&ltx::file_name(0x22, 0x25)));
+        // Nothing newer in L0: the next pass does nothing.
+        assert!(block_on(compact(&store, 1, work.path())).unwrap().is_none());
+        assert!(restored(&store, Target::Latest) == expected(0x25));
+
+        let header = block_on(snapshot(&store, Duration::ZERO, work.path()))
+            .unwrap()
+            .unwrap();
+        assert_eq!((header.min_txid, header.max_txid), (1, 0x25));
+        // Retention at zero: every L0 file but the newest, every snapshot but the newest, and
+        // the compacted files below it go; what remains still restores the latest TXID.
+        let mut cfg = crate::config::DbConfig::with_replica("memory:");
+        cfg.retention = Duration::ZERO;
+        cfg.l0_retention = Duration::ZERO;
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(block_on(enforce_retention(&store, &cfg)).unwrap() > 0);
+        assert_eq!(levels(&memory, 9), vec![ltx::file_name(1, 0x25)]);
+        assert_eq!(levels(&memory, 0), vec![ltx::file_name(0x25, 0x25)]);
+        assert!(restored(&store, Target::Latest) == expected(0x25));
+        // The work directory is left empty.
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_compaction_whose_upload_answer_was_lost_leaves_a_whole_file_and_carries_on() {
+        let (store, memory) = litestream_replica();
+        let work = tempfile::tempdir().unwrap();
+        memory.set_faults(Faults {
+            lose_next_answers: 1,
+            ..Faults::default()
+        });
+        assert!(block_on(compact(&store, 1, work.path())).is_err());
+        assert!(levels(&memory, 1).contains(&ltx::file_name(0x22, 0x25)));
+        assert!(block_on(compact(&store, 1, work.path())).unwrap().is_none());
+        assert!(restored(&store, Target::Latest) == expected(0x25));
+        // A snapshot after an upload that was refused as already there (a retry after a
+        // crash made the same file) is fine too.
+        memory.set_faults(Faults {
+            lose_next_answers: 1,
+            ..Faults::default()
+        });
+        assert!(block_on(snapshot(&store, Duration::ZERO, work.path())).is_err());
+        assert!(block_on(snapshot(&store, Duration::ZERO, work.path()))
+            .unwrap()
+            .is_none());
+        assert!(levels(&memory, 9).contains(&ltx::file_name(1, 0x25)));
+    }
+
+    #[test]
+    fn a_request_failing_anywhere_in_a_pass_changes_nothing_and_the_next_pass_succeeds() {
+        let work = tempfile::tempdir().unwrap();
+        let (store, memory) = litestream_replica();
+        let base = memory.requests();
+        block_on(compact(&store, 1, work.path())).unwrap().unwrap();
+        let requests = memory.requests() - base;
+        assert!(
+            requests >= 6,
+            "two listings, four downloads, one upload: {requests}"
+        );
+        for nth in 0..requests as u32 {
+            let (store, memory) = litestream_replica();
+            let before = memory.keys();
+            memory.set_faults(Faults {
+                pass_first: nth,
+                fail_next: 1,
+                ..Faults::default()
+            });
+            let err = block_on(compact(&store, 1, work.path())).unwrap_err();
+            assert!(err.to_string().contains("503"), "request {nth}: {err}");
+            assert_eq!(memory.keys(), before, "request {nth}");
+            block_on(compact(&store, 1, work.path())).unwrap().unwrap();
+            assert!(restored(&store, Target::Latest) == expected(0x25));
+        }
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    }
+}

@@ -24,6 +24,10 @@ struct LeaseDoc {
     expires_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     owner: String,
+    /// Which `Lease` of that process wrote it: a write whose answer was lost is recognised
+    /// as ours at the next look (Litestream does not read this object).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    instance: String,
 }
 
 /// What `litestream_status()` shows of the lease.
@@ -55,6 +59,7 @@ impl LeaseStatus {
 pub struct Lease {
     ttl: Duration,
     owner: String,
+    instance: String,
     /// Our lease object's ETag and generation while we hold it.
     held: Option<(String, i64)>,
     /// When our lease expires (by our clock).
@@ -76,6 +81,7 @@ impl Lease {
         Self {
             ttl,
             owner: format!("{}:{}", hostname(), std::process::id()),
+            instance: format!("{:016x}", rand::random::<u64>()),
             held: None,
             expires_ms: 0,
             status: LeaseStatus {
@@ -123,6 +129,7 @@ impl Lease {
             generation,
             expires_at: rfc3339_millis(expires_ms),
             owner: self.owner.clone(),
+            instance: self.instance.clone(),
         };
         Bytes::from(serde_json::to_vec(&doc).expect("serializable"))
     }
@@ -206,6 +213,20 @@ impl Lease {
                     Err(e) => return Err(e),
                 };
                 let doc: Option<LeaseDoc> = serde_json::from_slice(&body).ok();
+                if let Some(d) = doc.as_ref().filter(|d| d.instance == self.instance) {
+                    // Our own write, whose answer was lost (a reset after the PUT landed):
+                    // the lease is ours, under the object's current version.
+                    let expires = parse_rfc3339_millis(&d.expires_at).unwrap_or(0);
+                    if expires > now_millis() {
+                        log::info!(
+                            "lease on {}: the object is our own write (its answer was lost)",
+                            store.describe()
+                        );
+                        self.set_held(etag, d.generation, expires);
+                        self.acquired = true;
+                        return Ok(true);
+                    }
+                }
                 let expired = doc
                     .as_ref()
                     .and_then(|d| parse_rfc3339_millis(&d.expires_at))
@@ -273,5 +294,159 @@ impl Lease {
             log::debug!("lease release on {}: {e}", store.describe());
         }
         self.set_waiting(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::block_on;
+    use crate::storage::{Faults, MemoryStore};
+
+    fn memory() -> (Store, Arc<MemoryStore>) {
+        let m = Arc::new(MemoryStore::new());
+        (Store::Memory(m.clone()), m)
+    }
+
+    fn doc(store: &Store) -> LeaseDoc {
+        serde_json::from_slice(&block_on(store.get(LEASE_KEY, None)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_free_lease_is_taken_and_a_second_writer_waits_for_it() {
+        let (store, _) = memory();
+        let mut first = Lease::new(Duration::from_secs(30));
+        let mut second = Lease::new(Duration::from_secs(30));
+        assert!(block_on(first.ensure(&store)).unwrap());
+        assert!(first.acquired && first.is_held());
+        assert_eq!(first.status.state, "held");
+        assert_eq!(doc(&store).generation, 1);
+        assert!(!block_on(second.ensure(&store)).unwrap());
+        assert_eq!(second.status.state, "waiting");
+        assert_eq!(second.status.owner.as_deref(), Some(first.owner.as_str()));
+        // Renewing a fresh lease asks nothing of the store; a stale one is renewed in place.
+        first.recheck();
+        assert!(block_on(first.ensure(&store)).unwrap());
+        assert_eq!(doc(&store).generation, 1);
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        for conditional_delete in [true, false] {
+            let (store, _) = memory();
+            let mut first = Lease::new(Duration::from_secs(30));
+            let mut second = Lease::new(Duration::from_secs(30));
+            assert!(block_on(first.ensure(&store)).unwrap());
+            block_on(first.release(&store, conditional_delete));
+            assert!(!first.is_held());
+            assert!(
+                block_on(second.ensure(&store)).unwrap(),
+                "{conditional_delete}"
+            );
+            // Deleted: a new lease; expired in place: the next generation.
+            let expected = if conditional_delete { 1 } else { 2 };
+            assert_eq!(doc(&store).generation, expected);
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over_and_its_old_holder_learns_it() {
+        let (store, _) = memory();
+        let mut first = Lease::new(Duration::from_millis(150));
+        let mut second = Lease::new(Duration::from_millis(150));
+        assert!(block_on(first.ensure(&store)).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(first.status.as_of(now_millis()).state, "expired");
+        assert!(block_on(second.ensure(&store)).unwrap());
+        assert_eq!(doc(&store).generation, 2);
+        // The old holder's renewal is refused (the object changed): it waits for the new one.
+        assert!(!block_on(first.ensure(&store)).unwrap());
+        assert!(!first.is_held());
+        assert_eq!(first.status.state, "waiting");
+        assert_eq!(first.status.generation, 2);
+    }
+
+    #[test]
+    fn a_write_whose_answer_was_lost_still_gives_the_lease() {
+        // The first take, then a renewal: each lands on the store, and its answer is lost.
+        let (store, faults) = memory();
+        let mut lease = Lease::new(Duration::from_secs(30));
+        faults.set_faults(Faults {
+            lose_next_answers: 1,
+            ..Faults::default()
+        });
+        assert!(block_on(lease.ensure(&store)).is_err());
+        assert!(!lease.is_held());
+        assert!(
+            block_on(lease.ensure(&store)).unwrap(),
+            "{:?}",
+            lease.status
+        );
+        assert_eq!(doc(&store).generation, 1);
+        faults.set_faults(Faults {
+            lose_next_answers: 1,
+            ..Faults::default()
+        });
+        lease.expires_ms = now_millis() + 1_000; // stale, so ensure renews
+        assert!(block_on(lease.ensure(&store)).is_err());
+        assert!(
+            lease.is_held(),
+            "an unknown outcome keeps the lease until it expires"
+        );
+        // Before: "lease lost: another writer took it", then waiting out our own lease.
+        assert!(
+            block_on(lease.ensure(&store)).unwrap(),
+            "{:?}",
+            lease.status
+        );
+        assert_eq!(lease.status.state, "held");
+        let mut other = Lease::new(Duration::from_secs(30));
+        assert!(!block_on(other.ensure(&store)).unwrap());
+    }
+
+    #[test]
+    fn a_failing_store_keeps_the_lease_only_until_it_expires_by_our_clock() {
+        let (store, faults) = memory();
+        let mut lease = Lease::new(Duration::from_millis(300));
+        assert!(block_on(lease.ensure(&store)).unwrap());
+        faults.set_faults(Faults {
+            fail_next: u32::MAX,
+            ..Faults::default()
+        });
+        std::thread::sleep(Duration::from_millis(210)); // within a third of expiry: renew
+        let err = block_on(lease.ensure(&store)).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(lease.is_held());
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(lease.status.as_of(now_millis()).state, "expired");
+        assert!(block_on(lease.ensure(&store)).is_err());
+        assert!(!lease.is_held());
+        assert_eq!(lease.status.state, "waiting");
+    }
+
+    #[test]
+    fn a_store_that_ignores_conditional_writes_is_found_out() {
+        // On such a store two writers that both found the lease free both win it.
+        let (store, faults) = memory();
+        faults.set_faults(Faults {
+            ignore_conditions: true,
+            ..Faults::default()
+        });
+        assert!(!block_on(store.probe_conditional_writes())
+            .unwrap()
+            .is_sufficient());
+        for _ in 0..2 {
+            let body = Bytes::from_static(b"{}");
+            block_on(store.put(LEASE_KEY, body, PutCondition::IfNoneMatch, None)).unwrap();
+        }
+        let (honest, _) = memory();
+        assert!(block_on(honest.probe_conditional_writes())
+            .unwrap()
+            .is_sufficient());
+        block_on(honest.put(LEASE_KEY, Bytes::new(), PutCondition::IfNoneMatch, None)).unwrap();
+        let again = block_on(honest.put(LEASE_KEY, Bytes::new(), PutCondition::IfNoneMatch, None));
+        assert!(again.unwrap_err().is_precondition_failed());
     }
 }
