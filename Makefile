@@ -2,6 +2,7 @@
 #   make        build target/release/liblitestream.so
 #   make demo   build, then show the main job on the embedded file:// default
 #   make test   every test: cargo, sqlite3 shell, Python, Node, SQLite's TCL suite (quick subset); starts and stops the S3 servers
+#   make test-quick  no root, no S3 server: unit tests, sqlite3 shell, the Python tests on file:// that need no server, Node
 #   make soak   make test with 500 SIGKILL crash trials (not 50), 100 lease trials per store (not 25), a 60 s multi-process soak (not 8 s), SQLite's whole TCL list (not the quick subset)
 #   make lint   cargo fmt --check and clippy -D warnings
 #   make wheel  the Python package sqlite-litestream -> target/wheels/*.whl (offline, from the release library)
@@ -14,7 +15,7 @@
 CARGO ?= cargo
 LIB := target/release/liblitestream.so
 
-.PHONY: all build demo test soak bench lint wheel npm fuzz sqlite-suite clean
+.PHONY: all build demo test test-quick soak bench lint wheel npm fuzz sqlite-suite clean
 
 all: build
 
@@ -26,6 +27,9 @@ demo: build
 
 test: build
 	scripts/run-tests.sh
+
+test-quick: build
+	scripts/test-quick.sh
 
 bench: build
 	scripts/bench.sh

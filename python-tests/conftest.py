@@ -31,3 +31,23 @@ def connect(ext_path):
     yield _connect
     for con in opened:
         con.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "servers: needs the S3 servers `make test` starts (moto, Ceph RGW)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test-quick` (LITESTREAM_TEST_QUICK=1) runs without S3 servers: tests on moto or
+    Ceph, and those marked `servers`, are deselected (reported as such, never skipped).
+    `make test` runs them all."""
+    if os.environ.get("LITESTREAM_TEST_QUICK") != "1":
+        return
+    def needs_servers(item):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        kinds = {v for v in params.values() if isinstance(v, str)}
+        return bool(kinds & {"moto", "ceph"}) or item.get_closest_marker("servers") is not None
+    deselected = [i for i in items if needs_servers(i)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [i for i in items if not needs_servers(i)]

@@ -61,6 +61,7 @@ def test_compaction_snapshots_retention(connect, tmp_path, monkeypatch, kind):
     con.close()
 
 
+@pytest.mark.servers
 def test_the_last_close_ends_maintenance_before_it_returns(connect, tmp_path, monkeypatch):
     """No process of ours changes the replica once its last connection closed: a pass of
     compaction, snapshots and retention in flight at the close ends (at its current step)

@@ -495,6 +495,7 @@ def test_errors_carry_a_sqlite_code_the_host_can_branch_on(connect, tmp_path, mo
     w.close()
 
 
+@pytest.mark.servers
 def test_wrong_credentials_are_a_permission_error(connect, tmp_path, monkeypatch):
     store = Store("moto", tmp_path)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)

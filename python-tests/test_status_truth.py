@@ -7,6 +7,8 @@ import time
 import urllib.parse
 import uuid
 
+import pytest
+
 from helpers import BlackHole, Store, dump, require
 from test_replication import open_replicated, sync
 from test_restore import restore
@@ -17,6 +19,7 @@ def status(con, db):
     return next(d for d in doc["databases"] if d["path"] == str(db))
 
 
+@pytest.mark.servers
 def test_a_silent_store_shows_in_status(connect, tmp_path, monkeypatch):
     store = Store("moto", tmp_path)
     for k, v in store.env().items():
@@ -56,6 +59,7 @@ def test_a_silent_store_shows_in_status(connect, tmp_path, monkeypatch):
         hole.close()
 
 
+@pytest.mark.servers
 def test_a_silent_store_shows_in_a_replica_readers_status(connect, tmp_path, monkeypatch):
     """A reader following a replica whose store goes silent: its poll hangs, and the replica's
     status says so (not a null last_error with a growing lag); when the store answers again
