@@ -194,13 +194,7 @@ impl FileStore {
                 let mut counted = CountingWriter::new(io::BufWriter::new(f));
                 (body.write)(&mut counted)?;
                 counted.flush()?;
-                if counted.count != body.length {
-                    return Err(io::Error::other(format!(
-                        "the body came to {} bytes where {} were announced",
-                        counted.count, body.length
-                    )));
-                }
-                Ok(())
+                body.check_length(counted.count)
             })
         })
         .await

@@ -221,16 +221,11 @@ impl MemoryStore {
             what: key.into(),
             source,
         })?;
-        if bytes.len() as u64 != body.length {
-            return Err(StorageError::Protocol {
+        body.check_length(bytes.len() as u64)
+            .map_err(|source| StorageError::Io {
                 what: key.into(),
-                detail: format!(
-                    "the body came to {} bytes where {} were announced",
-                    bytes.len(),
-                    body.length
-                ),
-            });
-        }
+                source,
+            })?;
         self.put(key, Bytes::from(bytes), condition, timestamp_ms)
             .await
     }

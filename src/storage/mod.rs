@@ -55,6 +55,19 @@ pub struct WrittenBody {
     pub write: std::sync::Arc<WriteFn>,
 }
 
+impl WrittenBody {
+    /// Fails when the writer wrote other than the announced length (every backend checks).
+    pub(crate) fn check_length(&self, written: u64) -> std::io::Result<()> {
+        if written == self.length {
+            return Ok(());
+        }
+        Err(std::io::Error::other(format!(
+            "the body came to {written} bytes where {} were announced",
+            self.length
+        )))
+    }
+}
+
 /// When a PUT may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {

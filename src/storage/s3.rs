@@ -756,13 +756,7 @@ fn written_stream(
             length: body.length,
         };
         let written = (body.write)(&mut out).and_then(|()| {
-            let total = out.sent + out.buf.len() as u64;
-            if total != body.length {
-                return Err(std::io::Error::other(format!(
-                    "the body came to {total} bytes where {} were announced",
-                    body.length
-                )));
-            }
+            body.check_length(out.sent + out.buf.len() as u64)?;
             out.send_buffer()
         });
         if let Err(e) = written {
