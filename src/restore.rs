@@ -160,6 +160,9 @@ impl From<RestoreError> for crate::Error {
     }
 }
 
+/// How many HEAD requests `list_all` keeps in flight for the files' exact timestamps.
+const HEADS_IN_FLIGHT: usize = 16;
+
 /// Every LTX file of the replica, by level (0..=9), with CreatedAt as Litestream uses it:
 /// the LTX timestamp (file mtime, or the S3 `litestream-timestamp` metadata when a timestamp
 /// target needs it).
@@ -167,13 +170,26 @@ pub async fn list_all(
     store: &Store,
     need_timestamps: bool,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let mut all = store.list_every_level().await?;
     if need_timestamps && matches!(store, Store::S3(_)) {
-        for f in all.iter_mut() {
-            let meta = store
-                .head(&store.ltx_key(f.level, f.min_txid, f.max_txid))
-                .await?;
-            if let Some(ts) = meta.timestamp_ms {
+        // A LIST gives S3's LastModified, in whole seconds on some stores; the exact time is
+        // in each object's metadata: one HEAD per file, several in flight (a replica of
+        // thousands of files would otherwise take one round trip each, in turn).
+        let keys: Vec<String> = all
+            .iter()
+            .map(|f| store.ltx_key(f.level, f.min_txid, f.max_txid))
+            .collect();
+        let stamps: Vec<Option<i64>> = futures_util::stream::iter(keys)
+            .map(|key| async move {
+                let meta = store.head(&key).await?;
+                Ok::<_, RestoreError>(meta.timestamp_ms)
+            })
+            .buffered(HEADS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (f, ts) in all.iter_mut().zip(stamps) {
+            if let Some(ts) = ts {
                 f.created_at_ms = ts;
             }
         }

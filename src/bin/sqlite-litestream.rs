@@ -233,9 +233,10 @@ fn print_files(files: &[LtxFileInfo], json: bool) {
     }
 }
 
-/// Every file read whole and decoded (header, page checksums, file checksum, the TXIDs its
-/// name gives); the gaps of each level named; a restore of the latest state planned. Every
-/// problem is named; any fails the command, after all are listed.
+/// Every file read whole (a large one through a scratch file, not into memory) and decoded
+/// (header, page checksums, file checksum, the TXIDs its name gives); the gaps of each level
+/// named; a restore of the latest state planned. Every problem is named; any fails the
+/// command, after all are listed.
 async fn verify(store: &Store, json: bool) -> Result<(), Failure> {
     let files = restore::list_all(store, false).await?;
     let mut problems: Vec<String> = Vec::new();
@@ -245,9 +246,9 @@ async fn verify(store: &Store, json: bool) -> Result<(), Failure> {
             f.level,
             ltx::file_name(f.min_txid, f.max_txid)
         );
-        match store.get_ltx(f, None).await {
-            Ok(whole) => {
-                if let Err(e) = litestream::replica::verify::verify_whole(&whole, f) {
+        match litestream::replica::verify::fetch_for_check(store, f).await {
+            Ok(fetched) => {
+                if let Err(e) = litestream::replica::verify::check_fetched(fetched, f) {
                     problems.push(format!("{name}: {e}"));
                 }
             }
