@@ -78,7 +78,8 @@ def level_files(store, url, level):
 
 def dump(path):
     """The logical content of a database, for comparison."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    from urllib.parse import quote
+    con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
     try:
         assert con.execute("pragma integrity_check").fetchone()[0] == "ok", f"{path}: integrity check failed"
         return "\n".join(con.iterdump())

@@ -240,6 +240,27 @@ def test_replica_from_environment(connect, tmp_path, monkeypatch):
     assert (tmp_path / "exact" / "ltx" / "0").is_dir()
 
 
+def test_file_names_with_url_characters_replicate_under_their_own_names(connect, tmp_path, monkeypatch):
+    """`?`, `#` and `%` in a database's file name stay part of its replica's path (SQLite's
+    uri.test opens `test.db?mork=1#boris`) and restore from the escaped URL. (Litestream 0.5.17
+    finds no files under such a `file://` URL, escaped or not, nor under one with a space.)"""
+    from urllib.parse import quote
+    restorer = connect()
+    monkeypatch.setenv("LITESTREAM_REPLICA_BASE_URL", f"file://{tmp_path}/base")
+    for i, name in enumerate(["test.db?mork=1#boris", "c#d.db", "e%20f.db", "g?h"]):
+        db = tmp_path / name
+        con = sqlite3.connect(f"file:{quote(str(db))}?vfs=litestream", uri=True, isolation_level=None)
+        con.execute("create table t(x)")
+        con.execute("insert into t values(?)", (name,))
+        sync(con)
+        con.close()
+        assert (tmp_path / "base" / name / "ltx" / "0").is_dir(), sorted(p.name for p in (tmp_path / "base").iterdir())
+        url = f"file://{tmp_path}/base/{quote(name)}"
+        restorer.execute("select litestream_restore(?, ?)", (url, str(tmp_path / f"r{i}.db")))
+        assert dump(tmp_path / f"r{i}.db") == dump(db), name
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == sorted(["test.db?mork=1#boris", "c#d.db", "e%20f.db", "g?h"])
+
+
 def test_store_outage_never_fails_local_commits(connect, tmp_path):
     """A replica that cannot be reached: commits succeed, status says why, nothing is lost."""
     import socket

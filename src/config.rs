@@ -200,7 +200,22 @@ fn url_from_env(db_path: &Path) -> Result<String, String> {
         None => PathBuf::from(db_path.file_name().unwrap_or_default()),
     };
     let rel = relative.to_string_lossy().replace('\\', "/");
-    Ok(join_base(&base, &rel))
+    Ok(join_base(&base, &url_path_escape(&rel)))
+}
+
+/// A file name as a URL path: `%`, `?` and `#` escaped, so `a?b.db` stays a path (the
+/// stores decode it back: Litestream's URL parsing does the same).
+fn url_path_escape(rel: &str) -> String {
+    let mut out = String::with_capacity(rel.len());
+    for c in rel.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `<base>/<rel>`, keeping the base URL's query string at the end.
@@ -314,6 +329,15 @@ impl DbConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_name_with_url_characters_stays_a_path_under_the_base_url() {
+        assert_eq!(url_path_escape("a?b#c%d.db"), "a%3Fb%23c%25d.db");
+        assert_eq!(
+            join_base("s3://b/x?endpoint=http://h", &url_path_escape("t.db?x=1")),
+            "s3://b/x/t.db%3Fx=1?endpoint=http://h"
+        );
+    }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -173,7 +173,9 @@ impl ReplicaUrl {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| invalid(raw, "missing bucket name (s3://bucket/path)"))?
             .to_string();
-        let path = url.path().trim_matches('/');
+        // Decoded, as Litestream's URL parsing does (`s3://b/a%3Fb` is the prefix `a?b/`).
+        let decoded = percent_decode(url.path());
+        let path = decoded.trim_matches('/');
         let prefix = if path.is_empty() {
             String::new()
         } else {
@@ -221,9 +223,48 @@ impl ReplicaUrl {
     }
 }
 
+/// `%XX` escapes decoded (a malformed one is kept as written); invalid UTF-8 replaced.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_paths_are_decoded_as_litestream_does() {
+        let prefix = |u: &str| match ReplicaUrl::parse(u).unwrap() {
+            ReplicaUrl::S3(c) => c.prefix,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(prefix("s3://b/dir/a%3Fb%23c%25d.db"), "dir/a?b#c%d.db/");
+        assert_eq!(prefix("s3://b/a%20b"), "a b/");
+        // A malformed escape is kept as written.
+        assert_eq!(prefix("s3://b/100%zz"), "100%zz/");
+        assert_eq!(
+            ReplicaUrl::parse("file:///r/a%3Fb%23c").unwrap(),
+            ReplicaUrl::File {
+                root: "/r/a?b#c".into()
+            }
+        );
+    }
 
     #[test]
     fn file_urls() {
