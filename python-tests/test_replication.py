@@ -1,6 +1,7 @@
 """The `litestream` VFS from a Python application: randomized workloads replicate to every
 real store kind, and the real `litestream restore` 0.5.17 rebuilds exactly the source."""
 import json
+import pathlib
 import random
 import sqlite3
 import subprocess
@@ -240,25 +241,43 @@ def test_replica_from_environment(connect, tmp_path, monkeypatch):
     assert (tmp_path / "exact" / "ltx" / "0").is_dir()
 
 
-def test_file_names_with_url_characters_replicate_under_their_own_names(connect, tmp_path, monkeypatch):
-    """`?`, `#` and `%` in a database's file name stay part of its replica's path (SQLite's
-    uri.test opens `test.db?mork=1#boris`) and restore from the escaped URL. (Litestream 0.5.17
-    finds no files under such a `file://` URL, escaped or not, nor under one with a space.)"""
-    from urllib.parse import quote
+@pytest.mark.parametrize("kind", ["file", "moto"])
+def test_file_names_with_url_characters_replicate_under_their_own_names(connect, tmp_path, monkeypatch, kind):
+    """`?`, `#` and `%` in a database's file name stay part of its replica's path or key
+    (SQLite's uri.test opens `test.db?mork=1#boris`) and restore from the escaped URL.
+    (Litestream 0.5.17 finds no files under such a `file://` URL, escaped or not, nor under
+    one with a space.)"""
+    from urllib.parse import quote, urlparse
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
     restorer = connect()
-    monkeypatch.setenv("LITESTREAM_REPLICA_BASE_URL", f"file://{tmp_path}/base")
-    for i, name in enumerate(["test.db?mork=1#boris", "c#d.db", "e%20f.db", "g?h"]):
+    base = store.url("base")
+    path, _, query = base.partition("?")
+    monkeypatch.setenv("LITESTREAM_REPLICA_BASE_URL", base)
+    names = ["test.db?mork=1#boris", "c#d.db", "e%20f.db", "g?h"]
+    for i, name in enumerate(names):
         db = tmp_path / name
         con = sqlite3.connect(f"file:{quote(str(db))}?vfs=litestream", uri=True, isolation_level=None)
         con.execute("create table t(x)")
         con.execute("insert into t values(?)", (name,))
         sync(con)
         con.close()
-        assert (tmp_path / "base" / name / "ltx" / "0").is_dir(), sorted(p.name for p in (tmp_path / "base").iterdir())
-        url = f"file://{tmp_path}/base/{quote(name)}"
+        url = f"{path}/{quote(name)}" + (f"?{query}" if query else "")
         restorer.execute("select litestream_restore(?, ?)", (url, str(tmp_path / f"r{i}.db")))
         assert dump(tmp_path / f"r{i}.db") == dump(db), name
-    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == sorted(["test.db?mork=1#boris", "c#d.db", "e%20f.db", "g?h"])
+    # Each replica is under the file's own name, unescaped.
+    if kind == "file":
+        under = sorted(p.name for p in pathlib.Path(urlparse(path).path).iterdir())
+    else:
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
+                          aws_secret_access_key=store.secret_key, region_name="us-east-1")
+        u = urlparse(path)
+        prefix = u.path.strip("/") + "/"
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=u.netloc, Prefix=prefix).get("Contents", [])]
+        under = sorted({k[len(prefix):].split("/")[0] for k in keys})
+    assert under == sorted(names), under
 
 
 def test_store_outage_never_fails_local_commits(connect, tmp_path):
