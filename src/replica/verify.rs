@@ -28,7 +28,12 @@ fn checks() -> std::sync::MutexGuard<'static, HashMap<u64, Check>> {
 /// Decodes the whole file: every frame, the index, the file checksum, the header's TXIDs
 /// against the name.
 pub fn verify_whole(whole: &[u8], f: &LtxFileInfo) -> Result<(), LtxError> {
-    let decoder = ltx::Decoder::new(whole)?;
+    verify_read(whole, f)
+}
+
+/// [`verify_whole`] over any reader.
+fn verify_read(input: impl std::io::Read, f: &LtxFileInfo) -> Result<(), LtxError> {
+    let decoder = ltx::Decoder::new(input)?;
     decoder.header().check_named(f.min_txid, f.max_txid)?;
     decoder.finish().map(|_| ())
 }
@@ -81,9 +86,7 @@ pub fn check_fetched(fetched: Fetched, f: &LtxFileInfo) -> Result<(), LtxError> 
         Fetched::Scratch(mut file) => {
             use std::io::Seek;
             file.rewind()?;
-            let decoder = ltx::Decoder::new(std::io::BufReader::new(file))?;
-            decoder.header().check_named(f.min_txid, f.max_txid)?;
-            decoder.finish().map(|_| ())
+            verify_read(std::io::BufReader::new(file), f)
         }
     }
 }

@@ -174,7 +174,7 @@ impl ReplicaUrl {
             .ok_or_else(|| invalid(raw, "missing bucket name (s3://bucket/path)"))?
             .to_string();
         // Decoded, as Litestream's URL parsing does (`s3://b/a%3Fb` is the prefix `a?b/`).
-        let decoded = percent_decode(url.path());
+        let decoded = percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy();
         let path = decoded.trim_matches('/');
         let prefix = if path.is_empty() {
             String::new()
@@ -221,27 +221,6 @@ impl ReplicaUrl {
             session_token: env("AWS_SESSION_TOKEN"),
         })
     }
-}
-
-/// `%XX` escapes decoded (a malformed one is kept as written); invalid UTF-8 replaced.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
