@@ -91,6 +91,14 @@ def digest(text):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def yield_to_other_writers():
+    """A pause between a writer's transactions when several processes write one database.
+    SQLite's busy handler is sleep-and-retry, not a queue: a process that commits in a tight
+    loop leaves no gap for one that waits, which then times out ("database is locked") with
+    or without the extension."""
+    time.sleep(0.002)
+
+
 def random_workload(con, rng, steps, allow_vacuum=True):
     """Random inserts, updates, deletes, rollbacks, savepoints and VACUUMs on table t."""
     con.execute("create table if not exists t(id integer primary key, k integer, v blob)")

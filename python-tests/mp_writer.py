@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import time
 
-from helpers import random_workload
+from helpers import random_workload, yield_to_other_writers
 
 mode, ext, db, replica, seed, seconds = sys.argv[1:7]
 do_sync = "sync" in sys.argv[7:]
@@ -30,6 +30,7 @@ while True:
     commits += 1
     if time.time() >= deadline:
         break
+    yield_to_other_writers()
 if do_sync:
     con.execute("select litestream_sync(30000)").fetchone()
 print(commits, flush=True)

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from helpers import ROOT, Store, dump, litestream_restore, random_workload
+from helpers import ROOT, Store, dump, litestream_restore, random_workload, yield_to_other_writers
 from test_replication import open_replicated, sync
 from test_restore import restore
 
@@ -91,6 +91,7 @@ def test_commits_of_another_process_reach_the_replica(connect, ext_path, tmp_pat
     p = child(store, ext_path, other, db, url, 2, 1.5)
     while p.poll() is None:
         random_workload(con, rng, 1, allow_vacuum=False)
+        yield_to_other_writers()
     finish(p)
     sync(con)
     check_replica(con, store, url, db, tmp_path)
@@ -172,6 +173,7 @@ def test_soak_several_writers_every_txid_restores(connect, ext_path, tmp_path, m
              child(store, ext_path, "plain", db, url, 12, seconds)]
     while any(p.poll() is None for p in procs):
         random_workload(con, rng, 1, allow_vacuum=False)
+        yield_to_other_writers()
     assert sum(finish(p) for p in procs) > 10
     latest = int(sync(con)[str(db)], 16)
     check_replica(con, store, url, db, tmp_path)
