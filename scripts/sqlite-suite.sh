@@ -172,8 +172,9 @@ run_one() {
     "${OWN[@]}" "$dir"
     local libenv=()
     [ "$vfs" = litestream ] && libenv=("LITESTREAM_SUITE_LIB=$LIB")
-    local logenv=()
-    [ -n "${SQLITE_SUITE_LOG:-}" ] && logenv=("LITESTREAM_LOG=$SQLITE_SUITE_LOG" "LITESTREAM_LOG_FILE=$dir/tmp/extension.log")
+    # The extension's log (errors at least): a replica it refused to extend restores sound
+    # but old, so what it logged is reported beside the result.
+    local logenv=("LITESTREAM_LOG=${SQLITE_SUITE_LOG:-error}" "LITESTREAM_LOG_FILE=$dir/tmp/extension.log")
     local start=$SECONDS rc
     (cd "$dir" && exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$dir" TMPDIR="$dir/tmp" \
         LITESTREAM_REPLICA_BASE_URL="file://$dir/replicas" "${libenv[@]}" "${logenv[@]}" \
@@ -197,6 +198,13 @@ run_one() {
         RESULT="aborted: exit $rc ($ok ok, last: $(grep -av '^$' "$log" | tail -n 1 | cut -c1-120))"
     fi
     INIT_ERRORS="$(grep -ac '^litestream_suite_init:' "$log")"
+    EXT_ERRORS=""
+    if [ "$vfs" = litestream ] && [ -s "$dir/tmp/extension.log" ]; then
+        local n first
+        n="$(grep -ac ' ERROR ' "$dir/tmp/extension.log")"
+        first="$(grep -a -m1 ' ERROR ' "$dir/tmp/extension.log" | sed -E 's/^[^ ]+ ERROR +litestream\[[0-9]+\]: //' | cut -c1-200)"
+        [ "$n" -gt 0 ] && EXT_ERRORS=", the extension logged $n errors (first: $first)"
+    fi
 }
 
 # show_failures LOG: the lines each failing test of LOG printed (its name through the next
@@ -283,7 +291,7 @@ for file in "${FILES[@]}"; do
     [ -e "$SRC/test/$file" ] || { echo "$file: no such test file" | tee -a "$RESULTS"; nfiles=$((nfiles+1)); ndiff=$((ndiff+1)); nunexpected=$((nunexpected+1)); continue; }
     mkdir -p "$RUNS/${file%.test}"
     run_one "$file" default; r_default="$RESULT"; t_default=$SECONDS_TAKEN
-    run_one "$file" litestream; r_ours="$RESULT"; t_ours=$SECONDS_TAKEN; init_errors=$INIT_ERRORS
+    run_one "$file" litestream; r_ours="$RESULT"; t_ours=$SECONDS_TAKEN; init_errors=$INIT_ERRORS; ext_errors=$EXT_ERRORS
     check_replicas "$file"
     differs=0
     [ "$r_default" != "$r_ours" ] && differs=1
@@ -304,7 +312,7 @@ for file in "${FILES[@]}"; do
     fi
     [ $differs = 1 ] && ndiff=$((ndiff + 1))
     nfiles=$((nfiles + 1))
-    line="$file: $verdict | default: $r_default, ${t_default}s | litestream: $r_ours, ${t_ours}s, $RESTORE$extra"
+    line="$file: $verdict | default: $r_default, ${t_default}s | litestream: $r_ours, ${t_ours}s, $RESTORE$extra$ext_errors"
     echo "$line" | tee -a "$RESULTS"
     # CI keeps only this output: show what each unexpectedly failing test printed.
     [ "$verdict" = DIFFERS ] && show_failures "$RUNS/${file%.test}/litestream.log"

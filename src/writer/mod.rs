@@ -274,13 +274,23 @@ impl Replicator {
     pub fn with_capture(&self, what: &str, f: impl FnOnce(&mut Capture) -> std::io::Result<()>) {
         let mut c = self.capture.lock();
         if let Err(e) = f(&mut c) {
+            self.capture_failed(&mut c, what, &e);
+        }
+    }
+
+    /// A capture step failed: a full snapshot will resync the replica. The error is logged
+    /// once while it repeats (a file that cannot be captured fails at every write).
+    fn capture_failed(&self, c: &mut Capture, what: &str, e: &std::io::Error) {
+        c.needs_full = true;
+        let msg = format!("{what}: {e}");
+        let mut stats = self.stats.lock();
+        if stats.last_error.as_deref() != Some(msg.as_str()) {
             log::error!(
-                "{}: {what}: {e}; will resync with a full snapshot",
+                "{}: {msg}; will resync with a full snapshot",
                 self.db_path.display()
             );
-            c.needs_full = true;
-            self.stats.lock().last_error = Some(format!("{what}: {e}"));
         }
+        stats.last_error = Some(msg);
     }
 
     /// Runs SQLite's own operation `call` with capture steps before and after it, all under
@@ -298,12 +308,7 @@ impl Replicator {
         let out = call();
         let result = before_result.and_then(|()| after(&mut c, &out));
         if let Err(e) = result {
-            log::error!(
-                "{}: {what}: {e}; will resync with a full snapshot",
-                self.db_path.display()
-            );
-            c.needs_full = true;
-            self.stats.lock().last_error = Some(format!("{what}: {e}"));
+            self.capture_failed(&mut c, what, &e);
         }
         out
     }

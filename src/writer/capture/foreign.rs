@@ -173,6 +173,14 @@ impl Capture {
                 (len / u64::from(self.page_size.max(512))) as u32
             }
         };
+        if self.page_size != 0 {
+            // The pages no WAL frame holds are read from the file, which must have them.
+            let lock = crate::ltx::lock_pgno(self.page_size);
+            let from_file = (1..=commit)
+                .rev()
+                .find(|p| *p != lock && !map.contains_key(p));
+            self.check_file_holds(from_file.unwrap_or(0))?;
+        }
         self.last_counter = header.map(|h| h.counter);
         self.foreign_unresolved = false;
         self.accounted_db = DbFingerprint::of(&self.db_path);

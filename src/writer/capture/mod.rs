@@ -14,6 +14,8 @@
 
 mod foreign;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use stream::StreamedSnapshot;
 
@@ -949,6 +951,9 @@ impl Capture {
             Some(pages) => pages,
             None => (self.db_file()?.size()? / ps) as u32,
         };
+        if header.is_some_and(|h| !h.wal_mode) && self.page_size != 0 {
+            self.check_file_holds(self.last_written_page(commit))?;
+        }
         let counter = header.map(|h| h.counter);
         let before = self.counter_before_write.take();
         let rolled_back = self.hot_rollbacks > 0
@@ -1002,6 +1007,37 @@ impl Capture {
         }
         self.add_pending(pages, commit);
         Ok(())
+    }
+
+    /// The database file must hold `pgno`, a page of the database that no WAL frame holds:
+    /// in rollback-journal mode every page the header counts (SQLite grows the file at
+    /// commit even when the last page is never written), in WAL mode every page not in the
+    /// WAL (growth is written as frames, then checkpointed). The lock-byte page is never
+    /// written and not asked for. A shorter file is not the whole database: a VFS layered
+    /// above ours splits it into chunks (multiplex), or it was cut under SQLite. Replicating
+    /// it would ship zeros for the pages it lacks.
+    fn check_file_holds(&mut self, pgno: u32) -> io::Result<()> {
+        if self.page_size == 0 || pgno == 0 {
+            return Ok(()); // no valid header: nothing counted
+        }
+        let ps = u64::from(self.page_size);
+        let len = self.db_file()?.size()?;
+        if len >= u64::from(pgno) * ps {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the database file is {len} bytes and lacks page {pgno} ({ps} bytes a page), \
+                 which the database holds: this file is not the whole database (a VFS layered \
+                 above litestream, such as multiplex, splitting it into chunks?); not replicated"
+            ),
+        ))
+    }
+
+    /// The last page of a `commit`-page database that is not the lock-byte page.
+    fn last_written_page(&self, commit: u32) -> u32 {
+        commit - u32::from(commit == ltx::lock_pgno(self.page_size))
     }
 
     // ---- Building LTX files ----------------------------------------------------------------

@@ -1,0 +1,216 @@
+//! Capture driven as the VFS drives it, on hand-made database images: what it seals from a
+//! rollback-journal commit, and what it refuses to seal.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::{Capture, DbFile, Location, Stillness};
+use crate::ltx::Decoder;
+
+const PS: usize = 4096;
+
+/// The database file read with std (the extension reads it through SQLite's VFS).
+struct PlainFile(File);
+
+impl DbFile for PlainFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        buf[done..].fill(0);
+        Ok(done == buf.len())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn inode(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&self.0.metadata().expect("metadata"))
+    }
+}
+
+fn open_plain(path: &Path) -> io::Result<Box<dyn DbFile>> {
+    Ok(Box::new(PlainFile(File::open(path)?)))
+}
+
+/// A rollback-journal database image of `pages` pages whose header counts `counted` pages
+/// (change counter `counter`); page N is filled with byte N (past its header on page 1).
+fn image(pages: u32, counted: u32, counter: u32) -> Vec<u8> {
+    let mut b = vec![0u8; pages as usize * PS];
+    for p in 1..=pages as usize {
+        b[(p - 1) * PS..p * PS].fill(p as u8);
+    }
+    b[..16].copy_from_slice(b"SQLite format 3\0");
+    b[16..18].copy_from_slice(&(PS as u16).to_be_bytes());
+    (b[18], b[19]) = (1, 1); // rollback journal, not WAL
+    b[24..28].copy_from_slice(&counter.to_be_bytes());
+    b[28..32].copy_from_slice(&counted.to_be_bytes());
+    b[92..96].copy_from_slice(&counter.to_be_bytes()); // version-valid-for: the size is valid
+    b
+}
+
+/// Writes `bytes` at 0 as SQLite would through the VFS: the write lock, a page at a time,
+/// then the commit point.
+fn commit(c: &mut Capture, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    c.write_lock_taken(false);
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    for (i, page) in bytes.chunks(PS).enumerate() {
+        let at = (i * PS) as u64;
+        f.write_all_at(page, at)?;
+        c.after_db_write(at, page.len() as u64);
+    }
+    let result = c.commit_point();
+    c.write_lock_released(false);
+    result
+}
+
+fn pages_of(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut dec = Decoder::new(bytes).expect("LTX header");
+    let mut out = Vec::new();
+    let mut page = Vec::new();
+    while let Some(pgno) = dec.next_page(&mut page).expect("page") {
+        out.push((pgno, page.clone()));
+    }
+    dec.finish().expect("trailer and checksums");
+    out
+}
+
+#[test]
+fn a_rollback_commit_seals_a_snapshot_of_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    assert!(c.is_owner(), "the first capture of a database owns it");
+    let want = image(3, 3, 1);
+    commit(&mut c, &db, &want).unwrap();
+    c.remote_known = true; // an empty replica
+    assert!(c.seal_next(0, false, Stillness::OwnLock).unwrap());
+    let q = c.queue.front().expect("sealed").clone();
+    assert_eq!(
+        (q.header.min_txid, q.header.max_txid, q.header.commit),
+        (1, 1, 3)
+    );
+    let Location::Memory(bytes) = &q.location else {
+        panic!("a small file is encoded in memory")
+    };
+    let pages = pages_of(bytes);
+    assert_eq!(pages.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3]);
+    for (pgno, page) in pages {
+        let at = (pgno as usize - 1) * PS;
+        assert_eq!(page, want[at..at + PS], "page {pgno}");
+    }
+}
+
+#[test]
+fn a_file_short_of_its_header_page_count_is_refused_not_zero_filled() {
+    // As SQLite's multiplex VFS above ours leaves it: the first chunk of a database whose
+    // header counts more pages than the file holds.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chunked.db");
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    let err = commit(&mut c, &db, &image(2, 5, 1)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("not the whole database"), "{err}");
+    // The full snapshot it then needs reads the same file: refused too, nothing sealed.
+    c.needs_full = true;
+    c.remote_known = true;
+    let err = c.seal_next(0, true, Stillness::OwnLock).unwrap_err();
+    assert!(err.to_string().contains("not the whole database"), "{err}");
+    assert!(c.queue.is_empty());
+}
+
+#[test]
+fn a_file_whose_last_counted_page_is_the_lock_page_holds_the_whole_database() {
+    // SQLite never writes the lock-byte page, nor grows the file to it when it is last.
+    let lock = crate::ltx::lock_pgno(PS as u32);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    let f = File::create(&db).unwrap();
+    f.set_len(u64::from(lock - 1) * PS as u64).unwrap(); // sparse
+    drop(f);
+    commit(&mut c, &db, &image(1, lock, 1)).unwrap();
+}
+
+/// A WAL-mode database made by the sqlite3 shell, copied with its WAL while the shell still
+/// has it open: 40 rows checkpointed into the file, then one more row only in the WAL.
+fn wal_database(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(dir.join("made.db"))
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"PRAGMA journal_mode=wal;\nCREATE TABLE t(x);\n\
+              WITH s(i) AS (VALUES(1) UNION ALL SELECT i+1 FROM s WHERE i<40) \
+              INSERT INTO t SELECT randomblob(1000) FROM s;\n\
+              PRAGMA wal_checkpoint(TRUNCATE);\nPRAGMA wal_autocheckpoint=0;\n\
+              INSERT INTO t VALUES('only in the WAL');\n\
+              .shell cp made.db app.db && cp made.db-wal app.db-wal\n",
+        )
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    dir.join("app.db")
+}
+
+#[test]
+fn a_wal_snapshot_takes_what_the_wal_lacks_from_a_file_that_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = wal_database(dir.path());
+    let pages = (std::fs::metadata(&db).unwrap().len() / PS as u64) as u32;
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    c.remote_known = true;
+    assert!(c.seal_next(0, true, Stillness::OwnLock).unwrap());
+    let q = c.queue.front().expect("sealed").clone();
+    assert!(q.full && q.header.commit >= pages, "{:?}", q.header);
+    let Location::Memory(bytes) = &q.location else {
+        panic!("a small file is encoded in memory")
+    };
+    let file = std::fs::read(&db).unwrap();
+    let wal_only = pages_of(bytes)
+        .into_iter()
+        .filter(|(pgno, page)| {
+            let at = (*pgno as usize - 1) * PS;
+            file.get(at..at + PS) != Some(&page[..])
+        })
+        .count();
+    // Only what the last transaction changed differs from the file: its pages came from the WAL.
+    assert!(
+        (1..=3).contains(&wal_only),
+        "{wal_only} pages differ from the file"
+    );
+}
+
+#[test]
+fn a_wal_snapshot_of_a_file_short_of_pages_no_frame_holds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = wal_database(dir.path());
+    // As multiplex leaves its first chunk: the pages past 8 KiB are elsewhere.
+    File::options()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(2 * PS as u64)
+        .unwrap();
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    c.remote_known = true;
+    let err = c.seal_next(0, true, Stillness::OwnLock).unwrap_err();
+    assert!(err.to_string().contains("not the whole database"), "{err}");
+    assert!(c.queue.is_empty());
+}
