@@ -483,6 +483,85 @@ def test_a_plain_process_that_checkpoints_its_commits_away_is_not_missed(connect
     con.close()
 
 
+PLAIN_WORKER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+for line in sys.stdin:
+    print(repr(con.execute(line).fetchall()), flush=True)
+"""
+
+
+def wal_header(db):
+    """(checkpoint sequence, salts) of the WAL's header as it is on disk."""
+    with open(f"{db}-wal", "rb") as f:
+        b = f.read(32)
+    return int.from_bytes(b[12:16], "big"), b[16:24]
+
+
+def test_a_wal_header_written_again_by_another_process_does_not_hide_its_commits(connect, tmp_path):
+    """SQLite writes a WAL generation's header with its first frame, with the writing
+    connection's own checkpoint sequence. A transaction of ours restarts the WAL, writes the
+    header with the frames it spills, and rolls back; the next writer, a process without the
+    extension that has restarted the WAL before (so it keeps the salts), writes the header
+    again: same salts, another checkpoint sequence and checksum, from which its frames chain.
+    It commits, and our next write restarts the WAL over that commit. Verified against our
+    own header, its frames failed and the commit was lost without a word: every TXID after
+    it restored a database missing it (found by the multi-process soak as unsound TXIDs)."""
+    store, url, db, con = open_as_owner(connect, tmp_path, "wal")
+    con.execute("pragma wal_autocheckpoint=0")
+    con.execute("create table t(v)")
+    # Many pages: the plain commit below changes the first, our later ones the last.
+    con.executemany("insert into t(v) values(?)", [(f"row {i} " + "x" * 100,) for i in range(2000)])
+    sync(con)
+    plain = subprocess.Popen([sys.executable, "-c", PLAIN_WORKER, str(db)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+
+    def in_plain(sql):
+        plain.stdin.write(sql + "\n")
+        plain.stdin.flush()
+        return plain.stdout.readline()
+
+    try:
+        # The plain process restarts the WAL three times itself: from then on it keeps the
+        # salts when it writes a generation's header (a connection that never did picks new
+        # ones), with checkpoint sequence 3; ours, restarting once, writes 1.
+        restarts = 0
+        for attempt in range(100):
+            before = wal_header(db)
+            in_plain("pragma wal_checkpoint(passive)")
+            in_plain("insert into t(v) values('plain, restarting the WAL')")
+            restarts += wal_header(db)[1] != before[1]
+            if restarts == 3:
+                break
+        else:
+            pytest.fail(f"the plain process restarted the WAL {restarts} times in 100 tries")
+        sync(con)
+        # A transaction of ours that spills (restarting the WAL: our header), then rolls back.
+        busy, log, done = con.execute("pragma wal_checkpoint(passive)").fetchone()
+        assert busy == 0 and log == done, (busy, log, done)
+        con.execute("pragma cache_size=5")
+        con.execute("begin")
+        con.executemany("insert into t(v) values(randomblob(3000))", [()] * 40)
+        ours = wal_header(db)
+        con.execute("rollback")
+        con.execute("pragma cache_size=-2000")
+        in_plain("update t set v = 'committed by the plain process over our header' where rowid = 1")
+        theirs = wal_header(db)
+        assert theirs[1] == ours[1] and theirs[0] != ours[0], (ours, theirs)
+        # Our next write restarts the WAL over the plain commit.
+        busy, log, done = con.execute("pragma wal_checkpoint(passive)").fetchone()
+        assert busy == 0 and log == done, (busy, log, done)
+        con.execute("insert into t(v) values('ours, in the next generation')")
+        assert wal_header(db)[1] != theirs[1], "our write restarted the WAL"
+    finally:
+        plain.stdin.close()
+        assert plain.wait(timeout=60) == 0
+    sync(con)
+    check_replica(con, store, url, db, tmp_path)
+    assert status_of(con, db)["last_error"] is None
+    con.close()
+
+
 def test_a_sync_that_needs_a_read_the_database_refuses_says_why_at_once(connect, tmp_path):
     """A full snapshot is due but the database cannot be read whole (here its file was
     deleted under the open connection): litestream_sync() fails with that reason, not a

@@ -191,8 +191,19 @@ impl Capture {
     /// Moves the WAL cursor to `end` of generation `h` (committed frames up to there are
     /// accounted for), keeping a transaction of ours in progress after it.
     fn line_up_cursor(&mut self, h: WalHeader, end: u64) {
+        log::trace!(
+            "{}: WAL cursor lined up at {end} of salt1 {:#x} (was {:?})",
+            self.db_path.display(),
+            h.salt1,
+            self.wal
+                .as_ref()
+                .map(|c| (c.header.salt1, c.committed_end, c.next))
+        );
         match self.wal.as_mut() {
             Some(cur) if (cur.header.salt1, cur.header.salt2) == (h.salt1, h.salt2) => {
+                // The header as it is on disk (see `catch_up_wal_at`: another process may
+                // have written this generation's header again), which `end` was read from.
+                cur.header = h;
                 cur.committed_end = cur.committed_end.max(end);
                 cur.next = cur.next.max(end);
                 cur.txn.retain(|&(_, at)| at >= end);
@@ -273,6 +284,28 @@ impl Capture {
         if !same {
             return self.wal_ended_elsewhere(now.map(|h| (h, file)), depth);
         }
+        let cur = match now {
+            Some(h) if h != cur.header => {
+                // This generation's header was written again, by another process: SQLite
+                // writes it with a generation's first frame, so after a transaction of ours
+                // wrote it and committed nothing, the next writer writes it anew, with the
+                // same salts but its own checkpoint sequence and so another checksum, from
+                // which its frames chain. Frames verified against ours would all fail.
+                if cur.committed_end != WAL_HEADER_SIZE {
+                    self.resync("the WAL header changed under frames already read from it");
+                    self.wal = None;
+                    return Ok(true);
+                }
+                log::debug!(
+                    "{}: the WAL header was written again by another process (same salts)",
+                    self.db_path.display()
+                );
+                let c = self.wal.as_mut().expect("cloned above");
+                c.header = h;
+                c.clone()
+            }
+            _ => cur,
+        };
         let len = file.metadata()?.len();
         if len < WAL_HEADER_SIZE {
             // Truncated since we read its header: it ended elsewhere.
@@ -292,6 +325,15 @@ impl Capture {
         if scan.end <= cur.committed_end {
             return Ok(false);
         }
+        log::trace!(
+            "{}: WAL commits found by scan: {}..{} of salt1 {:#x}, {} pages {:?}",
+            self.db_path.display(),
+            cur.committed_end,
+            scan.end,
+            cur.header.salt1,
+            scan.pages.len(),
+            scan.pages.keys().take(12).collect::<Vec<_>>()
+        );
         self.add_pending_from_scan(&scan);
         if let Some(c) = self.wal.as_mut() {
             c.committed_end = scan.end;

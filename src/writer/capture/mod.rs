@@ -794,6 +794,15 @@ impl Capture {
     fn commit_txn(&mut self, cur: &mut WalCursor, commit: u32) {
         // Later frames of a page win.
         let latest: BTreeMap<u32, u64> = std::mem::take(&mut cur.txn).into_iter().collect();
+        log::trace!(
+            "{}: WAL commit parsed from our writes: frames {}..{} of salt1 {:#x}, {} pages {:?}",
+            self.db_path.display(),
+            cur.committed_end,
+            cur.next,
+            cur.header.salt1,
+            latest.len(),
+            latest.keys().take(12).collect::<Vec<_>>()
+        );
         let pages = latest
             .into_iter()
             .map(|(p, at)| (p, PageSource::Wal(at)))
