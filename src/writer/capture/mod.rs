@@ -927,6 +927,19 @@ impl Capture {
         if self.dirty.is_empty() || self.wal_handles > 0 {
             return Ok(());
         }
+        if self.journal_left_hot() {
+            // The lock was dropped with the journal still hot: the transaction (or the
+            // rollback of one) failed part-way, an I/O or memory error, and the next reader
+            // puts its pages back. Nothing was committed: its pages are not read as a commit.
+            log::debug!(
+                "{}: write lock dropped with a hot journal: not a commit",
+                self.db_path.display()
+            );
+            self.dirty.clear();
+            self.first_in_hold = false;
+            self.counter_before_write = None;
+            return Ok(());
+        }
         if let Some(size) = self.read_db_page_size() {
             if self.page_size != 0 && size != self.page_size {
                 // PITR: the page size changed (`PRAGMA page_size=N; VACUUM`). What is pending
@@ -960,9 +973,6 @@ impl Capture {
             Some(pages) => pages,
             None => (self.db_file()?.size()? / ps) as u32,
         };
-        if header.is_some_and(|h| !h.wal_mode) && self.page_size != 0 {
-            self.check_file_holds(self.last_written_page(commit))?;
-        }
         let counter = header.map(|h| h.counter);
         let before = self.counter_before_write.take();
         let rolled_back = self.hot_rollbacks > 0
@@ -975,6 +985,7 @@ impl Capture {
                 self.dirty.clear();
                 return Ok(());
             }
+            self.check_commit_in_file(header.is_some_and(|h| !h.wal_mode), commit)?;
             return self.hand_off_commit(counter, commit);
         }
         // Commits of other processes since the last one we saw come first: every counter
@@ -1000,6 +1011,7 @@ impl Capture {
             self.dirty.clear();
             return Ok(());
         }
+        self.check_commit_in_file(header.is_some_and(|h| !h.wal_mode), commit)?;
         let dirty = std::mem::take(&mut self.dirty);
         log::debug!(
             "{}: own commit {counter:?} ({} pages, commit {commit})",
@@ -1016,6 +1028,26 @@ impl Capture {
         }
         self.add_pending(pages, commit);
         Ok(())
+    }
+
+    /// A rollback-journal commit of `commit` pages must be in the file whole.
+    fn check_commit_in_file(&mut self, rollback_mode: bool, commit: u32) -> io::Result<()> {
+        if rollback_mode {
+            self.check_file_holds(self.last_written_page(commit))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the database's rollback journal is hot: present, not empty, its header not
+    /// zeroed (SQLite's own test). A commit finalizes it first (deleted, truncated, zeroed).
+    fn journal_left_hot(&self) -> bool {
+        let mut path = self.db_path.clone().into_os_string();
+        path.push("-journal");
+        let Ok(file) = File::open(&path) else {
+            return false; // none (journal_mode=MEMORY or OFF keep none on disk)
+        };
+        let mut first = [0u8; 1];
+        matches!(file.read_at(&mut first, 0), Ok(1)) && first[0] != 0
     }
 
     /// The database file must hold `pgno`, a page of the database that no WAL frame holds:

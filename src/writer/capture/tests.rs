@@ -214,3 +214,66 @@ fn a_wal_snapshot_of_a_file_short_of_pages_no_frame_holds_is_refused() {
     assert!(err.to_string().contains("not the whole database"), "{err}");
     assert!(c.queue.is_empty());
 }
+
+/// A transaction that wrote `bytes` into the file and then failed with its own rollback
+/// (an I/O or memory error): SQLite drops the lock with the journal still hot.
+fn fail_leaving_hot_journal(c: &mut Capture, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    c.write_lock_taken(false);
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    // A journal header's magic: what SQLite looks at to call a journal hot.
+    std::fs::write(&journal, [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7])?;
+    let f = OpenOptions::new().write(true).open(path)?;
+    for (i, page) in bytes.chunks(PS).enumerate() {
+        let at = (i * PS) as u64;
+        f.write_all_at(page, at)?;
+        c.after_db_write(at, page.len() as u64);
+    }
+    let result = c.commit_point(); // the lock dropped to SHARED
+    c.write_lock_released(false);
+    result
+}
+
+/// The next reader rolls the hot journal back: the last commit's pages written again.
+fn roll_back_hot_journal(c: &mut Capture, path: &Path, committed: &[u8]) -> io::Result<()> {
+    c.write_lock_taken(true);
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.write_all_at(committed, 0)?;
+    c.after_db_write(0, committed.len() as u64);
+    f.set_len(committed.len() as u64)?;
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    std::fs::remove_file(&journal)?;
+    let result = c.commit_point();
+    c.write_lock_released(true);
+    result
+}
+
+#[test]
+fn a_transaction_that_failed_with_its_journal_hot_is_not_a_commit() {
+    // Seen in SQLite's malloc tests: a failure mid-commit after page 1 (counting the pages
+    // the transaction adds) was written, and the rollback failing too. Variants: the growth
+    // never reached the file (it was read as a file short of its pages), and every page of
+    // the transaction did (it was shipped as a commit, then the rollback put the old pages
+    // back and the replica kept rows the database never committed).
+    for (name, uncommitted) in [
+        ("page 1 only", image(3, 5, 2)[..PS].to_vec()),
+        ("every page", image(4, 4, 2)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+        let committed = image(3, 3, 1);
+        commit(&mut c, &db, &committed).unwrap();
+        c.remote_known = true;
+        assert!(c.seal_next(0, false, Stillness::OwnLock).unwrap());
+        fail_leaving_hot_journal(&mut c, &db, &uncommitted)
+            .unwrap_or_else(|e| panic!("{name}: an uncommitted write is no error: {e}"));
+        roll_back_hot_journal(&mut c, &db, &committed).unwrap();
+        assert!(
+            !c.seal_next(0, false, Stillness::OwnLock).unwrap(),
+            "{name}: nothing was committed after TXID 1, nothing is sealed"
+        );
+        assert_eq!(c.queue.len(), 1, "{name}");
+    }
+}
