@@ -141,9 +141,9 @@ fn a_file_whose_last_counted_page_is_the_lock_page_holds_the_whole_database() {
     commit(&mut c, &db, &image(1, lock, 1)).unwrap();
 }
 
-/// A WAL-mode database made by the sqlite3 shell, copied with its WAL while the shell still
-/// has it open: 40 rows checkpointed into the file, then one more row only in the WAL.
-fn wal_database(dir: &Path) -> std::path::PathBuf {
+/// Runs `script` in the sqlite3 shell on `made.db` in `dir`; the script copies what it wants
+/// to keep (while the shell still has the database open) to `app.db`, which is returned.
+fn made_by_the_shell(dir: &Path, script: &str) -> std::path::PathBuf {
     use std::io::Write;
     let mut child = std::process::Command::new("sqlite3")
         .arg(dir.join("made.db"))
@@ -156,17 +156,24 @@ fn wal_database(dir: &Path) -> std::path::PathBuf {
         .stdin
         .take()
         .unwrap()
-        .write_all(
-            b"PRAGMA journal_mode=wal;\nCREATE TABLE t(x);\n\
-              WITH s(i) AS (VALUES(1) UNION ALL SELECT i+1 FROM s WHERE i<40) \
-              INSERT INTO t SELECT randomblob(1000) FROM s;\n\
-              PRAGMA wal_checkpoint(TRUNCATE);\nPRAGMA wal_autocheckpoint=0;\n\
-              INSERT INTO t VALUES('only in the WAL');\n\
-              .shell cp made.db app.db && cp made.db-wal app.db-wal\n",
-        )
+        .write_all(script.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
     dir.join("app.db")
+}
+
+/// A WAL-mode database made by the sqlite3 shell, copied with its WAL while the shell still
+/// has it open: 40 rows checkpointed into the file, then one more row only in the WAL.
+fn wal_database(dir: &Path) -> std::path::PathBuf {
+    made_by_the_shell(
+        dir,
+        "PRAGMA journal_mode=wal;\nCREATE TABLE t(x);\n\
+         WITH s(i) AS (VALUES(1) UNION ALL SELECT i+1 FROM s WHERE i<40) \
+         INSERT INTO t SELECT randomblob(1000) FROM s;\n\
+         PRAGMA wal_checkpoint(TRUNCATE);\nPRAGMA wal_autocheckpoint=0;\n\
+         INSERT INTO t VALUES('only in the WAL');\n\
+         .shell cp made.db app.db && cp made.db-wal app.db-wal\n",
+    )
 }
 
 #[test]
@@ -276,4 +283,25 @@ fn a_transaction_that_failed_with_its_journal_hot_is_not_a_commit() {
         );
         assert_eq!(c.queue.len(), 1, "{name}");
     }
+}
+
+#[test]
+fn a_wal_snapshot_with_the_lock_page_of_a_moved_pending_byte_is_whole() {
+    // SQLite's tests move the pending byte to 64 KiB: page 65 (1 KiB pages) is the lock-byte
+    // page then, in no WAL frame and past the end of a file that has only its first page.
+    let dir = tempfile::tempdir().unwrap();
+    let db = made_by_the_shell(
+        dir.path(),
+        ".testctrl pending_byte 65536\nPRAGMA page_size=1024;\nPRAGMA journal_mode=wal;\n\
+         PRAGMA wal_autocheckpoint=0;\nCREATE TABLE t(x);\n\
+         WITH s(i) AS (VALUES(1) UNION ALL SELECT i+1 FROM s WHERE i<100) \
+         INSERT INTO t SELECT randomblob(900) FROM s;\n\
+         .shell cp made.db app.db && cp made.db-wal app.db-wal\n",
+    );
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 1024);
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    c.remote_known = true;
+    assert!(c.seal_next(0, true, Stillness::OwnLock).unwrap());
+    let q = c.queue.front().expect("sealed").clone();
+    assert!(q.full && q.header.commit > 65, "{:?}", q.header);
 }
