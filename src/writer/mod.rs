@@ -117,6 +117,10 @@ pub struct Replicator {
     /// cure it (see `crate::Error::passes_by_waiting`), and so does the flush of a last close
     /// or of exit when only the application's next read would (a hot journal).
     read_failed: Mutex<Option<(std::time::Instant, crate::Error)>>,
+    /// The last build of an LTX file that failed on what the database files hold (a file
+    /// that is not the whole database: waiting does not cure it), and when; cleared by a
+    /// build that succeeds. A sync reports it at once instead of timing out.
+    build_failed: Mutex<Option<(std::time::Instant, String)>>,
     _alive: Alive,
 }
 
@@ -239,6 +243,7 @@ impl Replicator {
             maintaining: Default::default(),
             snapshot_holding: Default::default(),
             read_failed: Default::default(),
+            build_failed: Default::default(),
             _alive: Alive::new(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
@@ -408,6 +413,16 @@ impl Replicator {
             .is_some_and(|(began, _)| began.elapsed() < budget)
     }
 
+    /// The shipper built the next LTX file, or failed to (`Err`) on what the files hold.
+    pub(crate) fn built(&self, result: Result<(), &std::io::Error>) {
+        *self.build_failed.lock() = match result {
+            Err(e) if capture::NotWholeDatabase::is(e) => {
+                Some((std::time::Instant::now(), e.to_string()))
+            }
+            _ => None,
+        };
+    }
+
     /// Something was committed: let the shipper know.
     pub fn notify(&self) {
         if self.idle.swap(false, Ordering::SeqCst) {
@@ -537,6 +552,13 @@ impl Replicator {
                 }
                 needs_read
             };
+            if let Some((at, e)) = self.build_failed.lock().clone() {
+                if at >= began {
+                    return Err(crate::Error::other(format!(
+                        "cannot build the next LTX file: {e}"
+                    )));
+                }
+            }
             if std::time::Instant::now() >= deadline {
                 let err = self.stats.lock().last_error.clone();
                 return Err(crate::Error::busy(format!(

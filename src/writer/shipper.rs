@@ -355,6 +355,7 @@ async fn run(r: Arc<Replicator>) {
         };
         let next = match next {
             Ok(Ok(Some(next))) => {
+                r.built(Ok(()));
                 r.idle.store(false, Ordering::SeqCst);
                 next
             }
@@ -366,6 +367,7 @@ async fn run(r: Arc<Replicator>) {
                 continue;
             }
             Ok(Err(e)) => {
+                r.built(Err(&e));
                 record_error(&r, &format!("cannot build the next LTX file: {e}"));
                 r.capture.lock().needs_full = true;
                 backoff(&r, &mut attempt).await;

@@ -174,28 +174,55 @@ impl Capture {
             }
         };
         if self.page_size != 0 {
-            // The pages no WAL frame holds are read from the file, which must have them. One
-            // lone page between WAL pages is the lock-byte page of a pending byte moved
-            // (SQLite's tests move it): never written, read as zeros by SQLite too. A VFS
-            // splitting the file above ours leaves whole ranges out.
-            let lock = crate::ltx::lock_pgno(self.page_size);
-            let in_file = (self.db_file()?.size()? / u64::from(self.page_size)) as u32;
-            let mut lacking =
-                (in_file.saturating_add(1)..=commit).filter(|p| *p != lock && !map.contains_key(p));
-            let (first, second) = (lacking.next(), lacking.next());
-            let below_wal_pages = first.is_some_and(|p| map.range(p..).next().is_some());
-            if second.is_some() || (first.is_some() && !below_wal_pages) {
-                let last = (1..=commit)
-                    .rev()
-                    .find(|p| *p != lock && !map.contains_key(p));
-                self.check_file_holds(last.unwrap_or(0))?;
-            }
+            self.check_view_whole(&map, commit)?;
         }
         self.last_counter = header.map(|h| h.counter);
         self.foreign_unresolved = false;
         self.accounted_db = DbFingerprint::of(&self.db_path);
         self.forget_handoffs_before_cursor();
         Ok((map, commit))
+    }
+
+    /// The pages of a `commit`-page view that neither a WAL frame (`wal`) nor the file holds
+    /// are read as zeros, as SQLite reads them: they must be pages SQLite never writes.
+    /// Those are freelist leaves (their content is never read; SQLite skips writing them)
+    /// and the lock-byte page, also where SQLite's tests move the pending byte (then one
+    /// lone page between WAL pages). Any other lacking page means the file is not the whole
+    /// database: a VFS layered above ours splitting it (multiplex), or a file cut under SQLite.
+    fn check_view_whole(&mut self, wal: &BTreeMap<u32, PageSource>, commit: u32) -> io::Result<()> {
+        let ps = u64::from(self.page_size);
+        let lock = crate::ltx::lock_pgno(self.page_size);
+        let in_file = (self.db_file()?.size()? / ps) as u32;
+        let mut lacking = (in_file.saturating_add(1)..=commit)
+            .filter(|p| *p != lock && !wal.contains_key(p))
+            .peekable();
+        if lacking.peek().is_none() {
+            return Ok(());
+        }
+        let mut page = vec![0u8; ps as usize];
+        self.read_page(1, wal.get(&1), &mut page)?;
+        let be32 = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+        let (mut trunk, free_count) = (be32(&page, 32), be32(&page, 36));
+        // More lacking pages than free ones (and a lock page): not free pages, stop counting.
+        let lacking: Vec<u32> = lacking.take(free_count as usize + 2).collect();
+        let mut free_leaves = std::collections::HashSet::new();
+        let mut trunks = 0;
+        while trunk != 0 && trunk <= commit && trunks <= free_count {
+            trunks += 1;
+            self.read_page(trunk, wal.get(&trunk), &mut page)?;
+            let leaves = (be32(&page, 4) as usize).min(page.len() / 4 - 2);
+            free_leaves.extend((0..leaves).map(|i| be32(&page, 8 + 4 * i)));
+            trunk = be32(&page, 0);
+        }
+        let others: Vec<u32> = lacking
+            .into_iter()
+            .filter(|p| !free_leaves.contains(p))
+            .collect();
+        match others[..] {
+            [] => Ok(()),
+            [lone] if wal.range(lone..).next().is_some() => Ok(()),
+            _ => self.check_file_holds(others[others.len() - 1]),
+        }
     }
 
     /// Moves the WAL cursor to `end` of generation `h` (committed frames up to there are

@@ -33,6 +33,25 @@ use super::meta::{DbFingerprint, MetaDir, SavedState, WalPosition};
 use super::wal::{self, FrameHeader, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 use crate::ltx::{self, Encoder, Header};
 
+/// The database file lacks pages the database holds (see `Capture::check_file_holds`):
+/// waiting does not change that, so a sync reports it at once.
+#[derive(Debug)]
+pub struct NotWholeDatabase(String);
+
+impl std::fmt::Display for NotWholeDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotWholeDatabase {}
+
+impl NotWholeDatabase {
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Self>())
+    }
+}
+
 /// The live database file, as the capture reads it. The extension reads it through SQLite's
 /// own VFS (`sqlite::db_reader`), never through a descriptor of its own: closing one would
 /// drop every POSIX lock this process holds on the file.
@@ -1068,11 +1087,11 @@ impl Capture {
         }
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
+            NotWholeDatabase(format!(
                 "the database file is {len} bytes and lacks page {pgno} ({ps} bytes a page), \
                  which the database holds: this file is not the whole database (a VFS layered \
                  above litestream, such as multiplex, splitting it into chunks?); not replicated"
-            ),
+            )),
         ))
     }
 

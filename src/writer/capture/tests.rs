@@ -305,3 +305,46 @@ fn a_wal_snapshot_with_the_lock_page_of_a_moved_pending_byte_is_whole() {
     let q = c.queue.front().expect("sealed").clone();
     assert!(q.full && q.header.commit > 65, "{:?}", q.header);
 }
+
+/// A WAL-mode database whose file ends in free pages and whose WAL holds one commit:
+/// `keep` (page 2) and `t` (page 3) made, 30 rows of `t` deleted (their pages freed, in the
+/// file), then a row added to `keep` only in the WAL. Returns the path and its page count.
+fn wal_database_ending_in_free_pages(dir: &Path) -> (std::path::PathBuf, u32) {
+    let db = made_by_the_shell(
+        dir,
+        "PRAGMA page_size=1024;\nPRAGMA journal_mode=wal;\nCREATE TABLE keep(x);\n\
+         CREATE TABLE t(x);\n\
+         WITH s(i) AS (VALUES(1) UNION ALL SELECT i+1 FROM s WHERE i<30) \
+         INSERT INTO t SELECT randomblob(900) FROM s;\nDELETE FROM t;\n\
+         PRAGMA wal_checkpoint(TRUNCATE);\nPRAGMA wal_autocheckpoint=0;\n\
+         INSERT INTO keep VALUES('only in the WAL');\n\
+         .shell cp made.db app.db && cp made.db-wal app.db-wal\n",
+    );
+    let pages = (std::fs::metadata(&db).unwrap().len() / 1024) as u32;
+    (db, pages)
+}
+
+#[test]
+fn a_wal_snapshot_lacking_only_free_pages_is_whole() {
+    // SQLite skips writing a page freed to the freelist's leaves (its content is never read):
+    // a WAL commit can count pages that neither a frame nor the file holds. Here the file is
+    // cut to leave its last three pages, free leaves, out.
+    let dir = tempfile::tempdir().unwrap();
+    let (db, pages) = wal_database_ending_in_free_pages(dir.path());
+    assert!(pages > 30, "{pages}");
+    let file = File::options().write(true).open(&db).unwrap();
+    file.set_len(u64::from(pages - 3) * 1024).unwrap();
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    c.remote_known = true;
+    assert!(c.seal_next(0, true, Stillness::OwnLock).unwrap());
+    let q = c.queue.front().expect("sealed").clone();
+    assert_eq!(q.header.commit, pages);
+    // A page in use lacking (t's root, page 3, and all after it): refused.
+    drop(c);
+    file.set_len(2 * 1024).unwrap();
+    let mut c = Capture::open(&db, 1 << 30, open_plain).unwrap();
+    c.needs_full = true;
+    c.remote_known = true;
+    let err = c.seal_next(0, true, Stillness::OwnLock).unwrap_err();
+    assert!(err.to_string().contains("not the whole database"), "{err}");
+}
