@@ -225,6 +225,10 @@ show_failures() {
 integrity() {
     (cd "$1" && timeout 120 "${RUNAS[@]}" env -i PATH=/usr/bin:/bin HOME="$1" "$FIXTURE" "$SUITE/integrity.tcl" "$2" 2>&1)
 }
+# content DIR DB: the MD5 of DB's schema and rows (content.tcl), run from DIR.
+content() {
+    (cd "$1" && timeout 120 "${RUNAS[@]}" env -i PATH=/usr/bin:/bin HOME="$1" "$FIXTURE" "$SUITE/content.tcl" "$2" 2>&1)
+}
 
 check_replicas() {
     local file="$1"
@@ -232,7 +236,7 @@ check_replicas() {
     local out="$RUNS/${file%.test}/restored" rlog="$RUNS/${file%.test}/restore.log"
     rm -rf "$out" && mkdir -p "$out" && "${OWN[@]}" "$out"
     : > "$rlog"
-    local n=0 failed=0 names=() rel unsound_sources=0
+    local n=0 failed=0 names=() rel unsound_sources=0 other_data=0
     # A replicated database's directory holds an ltx/ directory (ltx/<level>/<txids>.ltx).
     while IFS= read -r rel; do
         [ -n "$rel" ] || continue
@@ -248,7 +252,28 @@ check_replicas() {
             res="$(integrity "$out" "$target")"
             rc=$?
         fi
+        local src="" cand srcres=""
+        for cand in "$dir/testdir/$rel" "$dir/$rel"; do [ -f "$cand" ] && { src="$cand"; break; }; done
+        if [ -n "$src" ]; then
+            # A copy of the source as the test left it (a hot journal rolls back on the copy).
+            rm -rf "$out/src$n" && mkdir -p "$out/src$n" && cp "$src" "$out/src$n/db"
+            local ext
+            for ext in wal journal; do [ ! -f "$src-$ext" ] || cp "$src-$ext" "$out/src$n/db-$ext"; done
+            "${OWN[@]}" "$out/src$n"
+        fi
         if [ $rc = 0 ] && [ "$(echo "$res" | tail -n 1)" = ok ]; then
+            # Sound; and the same data as its source, when the source is there to compare (an
+            # empty file was never written: a test deleted the database and opened it again).
+            if [ -s "$src" ]; then
+                local mine theirs
+                mine="$(content "$out" "$target")"
+                theirs="$(content "$out" "$out/src$n/db")"
+                if [ "$mine" != "$theirs" ]; then
+                    echo "other data than its source $rel: replica $mine, source $theirs" >>"$rlog"
+                    other_data=$((other_data + 1))
+                    continue
+                fi
+            fi
             echo "ok $rel" >>"$rlog"
             continue
         fi
@@ -258,11 +283,7 @@ check_replicas() {
         # same check (whether the check reports problems or cannot even read the file: e_vacuum's
         # VACUUM INTO target is "malformed" to the check's moved pending byte, restored or not),
         # that is not counted.
-        local src="" cand srcres=""
-        for cand in "$dir/testdir/$rel" "$dir/$rel"; do [ -f "$cand" ] && { src="$cand"; break; }; done
         if [ $restored = 0 ] && [ -n "$src" ]; then
-            mkdir -p "$out/src$n" && cp "$src" "$out/src$n/db" && { [ ! -f "$src-wal" ] || cp "$src-wal" "$out/src$n/db-wal"; }
-            "${OWN[@]}" "$out/src$n"
             srcres="$(integrity "$out" "$out/src$n/db")"
             if [ "$(echo "$srcres" | tail -n 1)" != ok ]; then
                 { echo "unsound like its source $rel:"; echo "$res" | head -n 5; echo "source:"; echo "$srcres" | head -n 5; } >>"$rlog"
@@ -274,13 +295,16 @@ check_replicas() {
         names+=("$rel")
         { echo "FAILED $rel (rc $rc):"; echo "$res" | head -n 20; [ -n "$srcres" ] && echo "source: $srcres" | head -n 3; } >>"$rlog"
     done < <(cd "$dir/replicas" 2>/dev/null && find . -type d -name ltx -prune -print | sed -e 's|^\./||' -e 's|/ltx$||' | sort)
-    RESTORE_FAILED=$failed
+    RESTORE_FAILED=$((failed + other_data))
+    local notes=()
+    [ $unsound_sources = 0 ] || notes+=("$unsound_sources as unsound as their source")
+    [ $other_data = 0 ] || notes+=("$other_data with other data than their source")
     if [ $n = 0 ]; then
         RESTORE="no replica"
-    elif [ $failed = 0 ] && [ $unsound_sources = 0 ]; then
+    elif [ $failed = 0 ] && [ ${#notes[@]} = 0 ]; then
         RESTORE="$n replicas restore ok"
     elif [ $failed = 0 ]; then
-        RESTORE="$n replicas restore ok ($unsound_sources as unsound as their source)"
+        RESTORE="$n replicas restore ok ($(IFS=,; echo "${notes[*]}" | sed 's/,/, /g'))"
     else
         RESTORE="$failed of $n replicas FAIL to restore ($(printf '%s ' "${names[@]}" | cut -c1-160))"
     fi
