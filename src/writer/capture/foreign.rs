@@ -206,9 +206,13 @@ impl Capture {
         // More lacking pages than free ones (and a lock page): not free pages, stop counting.
         let lacking: Vec<u32> = lacking.take(free_count as usize + 2).collect();
         let mut free_leaves = std::collections::HashSet::new();
-        let mut trunks = 0;
-        while trunk != 0 && trunk <= commit && trunks <= free_count {
-            trunks += 1;
+        let mut trunks = std::collections::HashSet::new();
+        // A damaged freelist may loop: each trunk is read once, at most as many as it counts.
+        while trunk != 0
+            && trunk <= commit
+            && trunks.len() <= free_count as usize
+            && trunks.insert(trunk)
+        {
             self.read_page(trunk, wal.get(&trunk), &mut page)?;
             let leaves = (be32(&page, 4) as usize).min(page.len() / 4 - 2);
             free_leaves.extend((0..leaves).map(|i| be32(&page, 8 + 4 * i)));
