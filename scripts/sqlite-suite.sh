@@ -157,6 +157,15 @@ while IFS= read -r line; do
     EXPECTED["${BASH_REMATCH[1]}"]="${BASH_REMATCH[2]}"
 done < "$SUITE/expected-differences.txt"
 
+# Files that need longer than the timeout under our VFS (`file.test: seconds reason`): the
+# longer of the two applies to both runs.
+declare -A LONGER
+while IFS= read -r line; do
+    line="${line%%#*}"
+    [[ "$line" =~ ^[[:space:]]*([^[:space:]:]+\.test):[[:space:]]*([0-9]+) ]] || continue
+    LONGER["${BASH_REMATCH[1]}"]="${BASH_REMATCH[2]}"
+done < "$SUITE/timeouts.txt"
+
 # ---------------------------------------------------------------------------------- running
 RUNS="$OUT/runs"
 mkdir -p "$RUNS"
@@ -175,18 +184,19 @@ run_one() {
     # The extension's log (errors at least): a replica it refused to extend restores sound
     # but old, so what it logged is reported beside the result.
     local logenv=("LITESTREAM_LOG=${SQLITE_SUITE_LOG:-error}" "LITESTREAM_LOG_FILE=$dir/tmp/extension.log")
-    local start=$SECONDS rc
+    local start=$SECONDS rc timeout="$TIMEOUT"
+    [ "${LONGER[$file]:-0}" -gt "$timeout" ] && timeout="${LONGER[$file]}"
     (cd "$dir" && exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$dir" TMPDIR="$dir/tmp" \
         LITESTREAM_REPLICA_BASE_URL="file://$dir/replicas" "${libenv[@]}" "${logenv[@]}" \
-        timeout -k 15 "$TIMEOUT" "${NICE[@]}" "${RUNAS[@]}" "$FIXTURE" "$SRC/test/$file") \
+        timeout -k 15 "$timeout" "${NICE[@]}" "${RUNAS[@]}" "$FIXTURE" "$SRC/test/$file") \
         </dev/null >"$log" 2>&1
     rc=$?
     SECONDS_TAKEN=$((SECONDS - start))
     local summary ok failures
     summary="$(grep -aE '^[0-9]+ errors out of [0-9]+ tests' "$log" | tail -n 1 | sed -E 's/ tests on .*/ tests/')"
     ok="$(grep -ac ' Ok$' "$log")"
-    if [ "$rc" = 124 ] || [ "$rc" = 137 ] && [ "$SECONDS_TAKEN" -ge "$TIMEOUT" ]; then
-        RESULT="timeout after ${TIMEOUT}s ($ok ok, last: $(grep -aoE '^[^ ]+\.\.\.' "$log" | tail -n 1))"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ] && [ "$SECONDS_TAKEN" -ge "$timeout" ]; then
+        RESULT="timeout after ${timeout}s ($ok ok, last: $(grep -aoE '^[^ ]+\.\.\.' "$log" | tail -n 1))"
     elif [ -n "$summary" ]; then
         RESULT="$summary"
         failures="$(grep -a '^!Failures on these tests:' "$log" | tail -n 1 | sed 's/^!Failures on these tests: *//')"
