@@ -61,6 +61,38 @@ def test_compaction_snapshots_retention(connect, tmp_path, monkeypatch, kind):
     con.close()
 
 
+@pytest.mark.parametrize("kind", ["file", "moto"])
+def test_a_database_open_only_for_moments_is_still_maintained(connect, tmp_path, monkeypatch, kind):
+    """A connection per request: the database is open for milliseconds at a time and never
+    while a schedule's boundary passes. Maintenance a boundary made due while it was closed
+    runs at the next open (its last close waits for that pass), so L0 is compacted and
+    trimmed and snapshots are taken; before, L0 grew for ever and nothing was compacted."""
+    store = Store(kind, tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    url = store.url("app.db")
+    db = tmp_path / "app.db"
+    params = {"min-interval": "0", "levels": "1s", "snapshot-interval": "2s",
+              "retention": "1h", "l0-retention": "1s"}
+    commits = 8
+    for i in range(commits):
+        con = open_replicated(connect, db, url, **params)
+        if i == 0:
+            con.execute("pragma journal_mode=wal")
+            con.execute("create table t(i, pad)")
+        con.execute("insert into t values(?, randomblob(3000))", (i,))
+        con.close()
+        time.sleep(1.1)  # closed while each boundary passes
+    levels = {lvl: level_files(store, url, lvl) for lvl in (0, 1, 9)}
+    assert levels[1] and levels[9], levels
+    assert len(levels[0]) < commits, f"L0 retention removed nothing: {levels[0]}"
+    out = tmp_path / "ours.db"
+    restore(connect(), url, out)
+    assert dump(out) == dump(db)
+    theirs = litestream_restore(store, url, tmp_path / "theirs.db")
+    assert out.read_bytes() == theirs.read_bytes()
+
+
 @pytest.mark.servers
 def test_the_last_close_ends_maintenance_before_it_returns(connect, tmp_path, monkeypatch):
     """No process of ours changes the replica once its last connection closed: a pass of

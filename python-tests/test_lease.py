@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 
 from helpers import FaultyStore, Store, litestream_restore, proxied_moto
-from test_replication import open_replicated
+from test_replication import open_replicated, sync
 from test_restore import restore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -194,6 +194,44 @@ def test_store_ignoring_conditional_writes_is_refused(connect, tmp_path, monkeyp
     mine = [d for d in status["databases"] if d["path"] == str(tmp_path / "other.db")][0]
     assert mine["lease"]["state"] == "off" and mine["uploads"] >= 1, mine
     con.close()
+
+
+def test_a_connection_that_only_reads_asks_the_store_nothing(connect, tmp_path, monkeypatch, counting_store):
+    """An app opening a connection per request pays no store request for one that only
+    reads: its last close takes no lease and lists nothing (the position saved at the last
+    upload says the replica has every commit). The maintenance the writing session left due
+    runs once, at the next open, and not again."""
+    url, handler = counting_store
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    replica = f"s3://bkt/reads.db?endpoint={url}&region=us-east-1"
+    db = tmp_path / "reads.db"
+    con = open_replicated(connect, db, replica)
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(x)")
+    for i in range(5):
+        con.execute("insert into t values(?)", (i,))
+    txid = int(sync(con)[str(db)], 16)
+    con.close()
+    con = open_replicated(connect, db, replica)
+    assert con.execute("select count(*) from t").fetchone()[0] == 5
+    con.close()  # waits for the maintenance pass the writes left due
+    record = json.loads((tmp_path / ".reads.db-litestream" / "maintenance.json").read_text())
+    assert record["ran_txid"] == [txid] * len(record["ran_txid"]), record
+    handler.count = 0
+    for _ in range(20):
+        con = open_replicated(connect, db, replica)
+        assert con.execute("select count(*) from t").fetchone()[0] == 5
+        con.close()
+    assert handler.count == 0, f"{handler.count} requests for 20 connections that only read"
+    # A connection that writes still ships before its close returns.
+    con = open_replicated(connect, db, replica)
+    con.execute("insert into t values('shipped')")
+    con.close()
+    assert handler.count > 0
+    out = tmp_path / "restored.db"
+    restore(connect(), replica, out)
+    assert sqlite3.connect(out).execute("select count(*) from t").fetchone()[0] == 6
 
 
 def test_idle_database_costs_no_requests(connect, tmp_path, monkeypatch, counting_store):

@@ -514,9 +514,11 @@ WRITER = r"""
 import sqlite3, sys, time, urllib.parse
 ext, db, url, ready, go = sys.argv[1:]
 b = sqlite3.connect(':memory:'); b.enable_load_extension(True); b.load_extension(ext)
-c = sqlite3.connect(f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe="")}&min-interval=0&lease-ttl=3s',
+c = sqlite3.connect(f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe="")}&min-interval=0&lease-ttl=30s',
                     uri=True, isolation_level=None)
 c.execute('pragma user_version').fetchone()  # opened, empty: nothing to ship yet
+# A sync asks the store: it takes the lease (an open alone asks nothing of an empty replica).
+c.execute('select litestream_sync(10000)').fetchone()
 open(ready, 'w').write('ready')
 import os
 while not os.path.exists(go):

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::meta::{MaintenanceRecord, MetaDir};
 use super::Replicator;
 use crate::ltx::{self, Decoder};
 use crate::restore::{self, RestoreError, Target};
@@ -64,27 +65,130 @@ impl Seen {
     }
 }
 
+/// Tells the replicator maintenance has decided, however `run` ends.
+struct Decided<'a>(&'a Replicator);
+
+impl Drop for Decided<'_> {
+    fn drop(&mut self) {
+        self.0.maintenance_decided();
+    }
+}
+
+/// Where maintenance stands when a replicator starts: each schedule's next run, from the
+/// record of what earlier runs did (see [`MaintenanceRecord`]).
+pub(super) struct Schedule {
+    meta: MetaDir,
+    record: MaintenanceRecord,
+    /// Replica TXID the saved position had at the start.
+    shipped_at_start: u64,
+    /// Next run of L1.., then of the snapshot (last index), then of retention.
+    due: Vec<i64>,
+    retention_due: i64,
+    /// Each schedule (same indexes as `due`, without retention) has uploads it has not seen.
+    unseen: Vec<bool>,
+    retention_unseen: bool,
+    started_ms: i64,
+}
+
+impl Schedule {
+    /// What earlier runs left undone. A schedule with uploads it has not seen runs at its
+    /// next boundary, or at once when a boundary passed since it last ran: a database opened
+    /// for moments at a time (a connection per request) would otherwise never reach one, and
+    /// its L0 would grow for ever. An idle database costs nothing: nothing unseen.
+    pub(super) fn load(db_path: &Path, cfg: &crate::config::DbConfig) -> Self {
+        let offset = spread_offset(db_path);
+        let now = now_millis();
+        let meta = MetaDir::for_database(db_path);
+        let levels = cfg.levels.len();
+        let shipped_at_start = meta.load_state().map_or(0, |s| s.txid);
+        let mut record = meta
+            .load_maintenance()
+            .unwrap_or_else(|| MaintenanceRecord {
+                // Written before this record existed: retention may have work (one run).
+                retention_until_ms: if shipped_at_start > 0 { now } else { 0 },
+                ..MaintenanceRecord::default()
+            });
+        record.ran_ms.resize(levels + 1, 0);
+        record.ran_txid.resize(levels + 1, 0);
+        let unseen: Vec<bool> = (0..=levels)
+            .map(|i| record.ran_txid[i] < shipped_at_start)
+            .collect();
+        let intervals = cfg.levels.iter().chain([&cfg.snapshot_interval]);
+        let due = intervals
+            .enumerate()
+            .map(|(i, interval)| {
+                let next = if i < levels {
+                    next_boundary(now, *interval, offset)
+                } else {
+                    now + cfg.levels[0].as_millis() as i64
+                };
+                let last_boundary =
+                    next_boundary(now, *interval, offset) - interval.as_millis() as i64;
+                if unseen[i] && record.ran_ms[i] < last_boundary {
+                    now
+                } else {
+                    next
+                }
+            })
+            .collect();
+        let retention_every = retention_every(cfg);
+        let retention_unseen = record.retention_ran_ms < record.retention_until_ms;
+        let retention_due = if retention_unseen && now >= record.retention_ran_ms + retention_every
+        {
+            now
+        } else {
+            now + retention_every
+        };
+        Self {
+            meta,
+            record,
+            shipped_at_start,
+            due,
+            retention_due,
+            unseen,
+            retention_unseen,
+            started_ms: now,
+        }
+    }
+
+    /// A pass is due at once (the last close waits for it).
+    pub(super) fn pass_due_now(&self) -> bool {
+        self.due
+            .iter()
+            .chain([&self.retention_due])
+            .any(|&d| d <= self.started_ms)
+    }
+}
+
+fn retention_every(cfg: &crate::config::DbConfig) -> i64 {
+    RETENTION_CHECK.min(cfg.levels[0]).as_millis() as i64
+}
+
 async fn run(r: Arc<Replicator>) {
+    let _decided = Decided(&r);
     let cfg = r.config.clone();
     let offset = spread_offset(&r.db_path);
-    let now = now_millis();
-    let mut due: Vec<i64> = cfg
-        .levels
-        .iter()
-        .map(|&i| next_boundary(now, i, offset))
-        .collect();
-    let mut snapshot_due = now + cfg.levels[0].as_millis() as i64;
-    let retention_every = RETENTION_CHECK.min(cfg.levels[0]).as_millis() as i64;
-    let mut retention_due = now + retention_every;
-    let work = super::meta::MetaDir::for_database(&r.db_path).work_dir();
+    let Schedule {
+        mut meta,
+        mut record,
+        shipped_at_start,
+        due: mut all_due,
+        mut retention_due,
+        mut unseen,
+        mut retention_unseen,
+        ..
+    } = Schedule::load(&r.db_path, &cfg);
     let levels = cfg.levels.len();
+    let mut snapshot_due = all_due.pop().expect("the snapshot schedule");
+    let mut due = all_due;
+    let retention_every = retention_every(&cfg);
+    let work = meta.work_dir();
     let mut seen = Seen {
         produced: vec![0; levels + 1],
         consumed: vec![0; levels + 1],
+        retention_until_ms: record.retention_until_ms,
         ..Seen::default()
     };
-    // After a (re)start, one pass catches up with whatever an earlier run left.
-    let mut catch_up = true;
     // A replica written before page-size changes were shipped whole has a partial file at
     // the change; one full snapshot (asked for once per run) heals it.
     let mut resync_asked = false;
@@ -115,24 +219,28 @@ async fn run(r: Arc<Replicator>) {
         let now = now_millis();
         let mut wakes: Vec<i64> = Vec::new();
         for (i, &at) in due.iter().enumerate() {
-            if seen.has_input(i + 1, uploads) || catch_up {
+            if seen.has_input(i + 1, uploads) || unseen[i] {
                 wakes.push(at);
             }
         }
-        if uploads > seen.uploads_at_snapshot || catch_up {
+        if uploads > seen.uploads_at_snapshot || unseen[levels] {
             wakes.push(snapshot_due);
         }
-        if now <= seen.retention_until_ms || catch_up {
+        if now <= seen.retention_until_ms || retention_unseen {
             wakes.push(retention_due);
         }
         match wakes.into_iter().min() {
             Some(next) => {
                 let wait = Duration::from_millis((next - now).max(0) as u64);
+                if !wait.is_zero() {
+                    r.maintenance_decided();
+                }
                 if r.unless_closed(tokio::time::sleep(wait)).await {
                     return;
                 }
             }
             None => {
+                r.maintenance_decided();
                 if r.unless_closed(r.uploaded.notified()).await {
                     return;
                 }
@@ -158,16 +266,18 @@ async fn run(r: Arc<Replicator>) {
             if due[i] <= now {
                 due[i] = next_boundary(now, *interval, offset);
                 let level = i + 1;
-                if seen.has_input(level, uploads) || catch_up {
+                if seen.has_input(level, uploads) || unseen[i] {
                     todo.push(level as u8);
                 }
             }
         }
-        let snapshot_now = snapshot_due <= now && (uploads > seen.uploads_at_snapshot || catch_up);
+        let snapshot_now =
+            snapshot_due <= now && (uploads > seen.uploads_at_snapshot || unseen[levels]);
         if snapshot_due <= now {
             snapshot_due = next_boundary(now, cfg.snapshot_interval, offset);
         }
-        let retention_now = retention_due <= now && (now <= seen.retention_until_ms || catch_up);
+        let retention_now =
+            retention_due <= now && (now <= seen.retention_until_ms || retention_unseen);
         if retention_due <= now {
             retention_due = now + retention_every;
         }
@@ -178,11 +288,13 @@ async fn run(r: Arc<Replicator>) {
         let Some(_pass) = r.begin_maintenance() else {
             return; // closed while waiting for a slot
         };
+        r.maintenance_decided();
         // Only the lease holder maintains the replica (taking the lease if it is free).
         if cfg.lease && !matches!(super::shipper::hold_lease(&r).await, Ok(true)) {
             continue;
         }
-        catch_up = false;
+        // What the replica held when this pass began: what its schedules cover once they ran.
+        let covered = shipped_at_start.max(r.capture.lock().shipped_txid);
         let mut failed = false;
         let did_compact = !todo.is_empty();
         for level in todo {
@@ -195,7 +307,8 @@ async fn run(r: Arc<Replicator>) {
             } else {
                 seen.consumed[l] = seen.produced[l - 1];
             }
-            match compact(&r.store, level, &work).await {
+            let done = compact(&r.store, level, &work).await;
+            match &done {
                 Ok(Some(_)) => {
                     seen.produced[l] += 1;
                     // L0 files compacted now become deletable after l0-retention.
@@ -207,17 +320,25 @@ async fn run(r: Arc<Replicator>) {
                     log::warn!("{}: compaction into L{level}: {e}", r.db_path.display());
                     r.background_failed(&format!("compaction into L{level}: {e}"));
                     failed = true;
-                    heal(&r, &e);
-                    catch_up = true; // try again at the next boundary
+                    heal(&r, e);
                 }
             }
+            // A failed run tries again at the next boundary.
+            unseen[l - 1] = done.is_err();
+            if done.is_ok() {
+                record.ran_ms[l - 1] = now;
+                record.ran_txid[l - 1] = covered;
+            }
+            record.retention_until_ms = seen.retention_until_ms;
+            save_record(&r, &mut meta, &record);
         }
         if r.is_closing() {
             return;
         }
         if snapshot_now {
             seen.uploads_at_snapshot = uploads;
-            match snapshot(&r.store, cfg.snapshot_interval, &work).await {
+            let done = snapshot(&r.store, cfg.snapshot_interval, &work).await;
+            match &done {
                 Ok(Some(_)) => {
                     // Older snapshots (and what only they needed) may now go.
                     seen.retention_until_ms =
@@ -228,23 +349,47 @@ async fn run(r: Arc<Replicator>) {
                     log::warn!("{}: snapshot: {e}", r.db_path.display());
                     r.background_failed(&format!("snapshot: {e}"));
                     failed = true;
-                    heal(&r, &e);
+                    heal(&r, e);
                 }
             }
+            unseen[levels] = done.is_err();
+            if done.is_ok() {
+                record.ran_ms[levels] = now;
+                record.ran_txid[levels] = covered;
+            }
+            record.retention_until_ms = seen.retention_until_ms;
+            save_record(&r, &mut meta, &record);
         }
         if r.is_closing() {
             return;
         }
         if retention_now {
-            if let Err(e) = enforce_retention(&r.store, &cfg).await {
-                log::warn!("{}: retention: {e}", r.db_path.display());
-                r.background_failed(&format!("retention: {e}"));
-                failed = true;
+            match enforce_retention(&r.store, &cfg).await {
+                Ok(_) => {
+                    retention_unseen = false;
+                    record.retention_ran_ms = now;
+                }
+                Err(e) => {
+                    log::warn!("{}: retention: {e}", r.db_path.display());
+                    r.background_failed(&format!("retention: {e}"));
+                    failed = true;
+                    retention_unseen = true;
+                }
             }
+            save_record(&r, &mut meta, &record);
         }
         if !failed && (did_compact || snapshot_now || retention_now) {
             r.background_succeeded();
         }
+    }
+}
+
+fn save_record(r: &Replicator, meta: &mut MetaDir, record: &MaintenanceRecord) {
+    if let Err(e) = meta.save_maintenance(record) {
+        log::debug!(
+            "{}: cannot record the maintenance pass: {e}",
+            r.db_path.display()
+        );
     }
 }
 
@@ -501,6 +646,64 @@ mod tests {
     use crate::restore::RestoreOptions;
     use crate::runtime::block_on;
     use crate::storage::{Faults, MemoryStore};
+
+    /// A database directory whose saved position is `txid` (none for 0) and whose
+    /// maintenance record is `record`.
+    fn schedule_at(txid: u64, record: Option<MaintenanceRecord>) -> Schedule {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut meta = MetaDir::for_database(&db);
+        if txid > 0 {
+            let state = super::super::meta::SavedState {
+                txid,
+                page_size: 4096,
+                commit: 1,
+                wal: None,
+                db: None,
+                counter: None,
+            };
+            meta.save_state(&state, false).unwrap();
+        }
+        if let Some(record) = record {
+            meta.save_maintenance(&record).unwrap();
+        }
+        Schedule::load(&db, &crate::config::DbConfig::with_replica("memory:"))
+    }
+
+    fn ran(at_ms: i64, txid: u64) -> MaintenanceRecord {
+        MaintenanceRecord {
+            ran_ms: vec![at_ms; 4],
+            ran_txid: vec![txid; 4],
+            retention_ran_ms: at_ms,
+            retention_until_ms: at_ms,
+        }
+    }
+
+    #[test]
+    fn a_pass_is_due_at_open_only_for_uploads_a_passed_boundary_left_unmaintained() {
+        // A new database, and one whose every upload was maintained: nothing to do.
+        assert!(!schedule_at(0, None).pass_due_now());
+        assert!(!schedule_at(5, Some(ran(now_millis() - 3_600_000, 5))).pass_due_now());
+        // Uploads since the last pass, and a boundary passed since (L1's is every 30 s).
+        assert!(schedule_at(7, Some(ran(now_millis() - 60_000, 5))).pass_due_now());
+        // A replica written before the record existed: one catch-up pass.
+        assert!(schedule_at(5, None).pass_due_now());
+        // Retention whose deletable files came after its last run.
+        let mut record = ran(now_millis() - 3_600_000, 5);
+        record.retention_until_ms = now_millis();
+        assert!(schedule_at(5, Some(record)).pass_due_now());
+    }
+
+    #[test]
+    fn uploads_since_a_pass_wait_for_the_next_boundary_when_none_passed() {
+        // Just ran: L1's boundary (30 s) cannot have passed since, whatever the offset.
+        let s = schedule_at(7, Some(ran(now_millis(), 5)));
+        assert!(!s.pass_due_now());
+        assert!(
+            s.unseen.iter().all(|&u| u),
+            "the next boundary still runs them"
+        );
+    }
 
     fn vectors() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/litestream-0.5.17")

@@ -53,6 +53,20 @@ pub struct SavedState {
     pub counter: Option<u32>,
 }
 
+/// What maintenance did last (`maintenance.json`), so that a database open for moments at a
+/// time (a connection per request) is still compacted, snapshotted and trimmed: a schedule
+/// whose boundary passed since it last ran, with uploads it has not seen, runs at the next
+/// open. Index `i` of the vectors: level `i + 1`; the last index: snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceRecord {
+    /// When each schedule last ran (ms since the epoch) and the replica TXID it covered.
+    pub ran_ms: Vec<i64>,
+    pub ran_txid: Vec<u64>,
+    pub retention_ran_ms: i64,
+    /// Until when retention has work (files compacted by then become deletable up to it).
+    pub retention_until_ms: i64,
+}
+
 pub struct MetaDir {
     dir: PathBuf,
     /// `state.json`, kept open: the position is rewritten in place (one `pwrite`) after every
@@ -145,6 +159,18 @@ impl MetaDir {
             let file = meta.state_file.as_ref().expect("just opened");
             file.write_all_at(&bytes, 0)
         })
+    }
+
+    pub fn load_maintenance(&self) -> Option<MaintenanceRecord> {
+        let bytes = fs::read(self.dir.join("maintenance.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// No fsync: a record lost or torn only means one maintenance pass more.
+    pub fn save_maintenance(&mut self, record: &MaintenanceRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let path = self.dir.join("maintenance.json");
+        self.retry_if_dir_gone(|_| write_atomic(&path, &bytes, false))
     }
 
     pub fn spool_path(&self, txid: u64) -> PathBuf {

@@ -108,6 +108,10 @@ pub struct Replicator {
     /// for it, so no process of ours changes the replica once the database is closed (a
     /// restore started then would miss files deleted under it).
     maintaining: std::sync::atomic::AtomicBool,
+    /// From the open until maintenance has decided whether a pass is due now (one that
+    /// earlier, shorter opens left overdue): the last close waits for that decision, then
+    /// for the pass, so even a database open for moments at a time gets maintained.
+    maintenance_deciding: std::sync::atomic::AtomicBool,
     /// While that read holds its read lock (its steps run): since when, by the monotonic
     /// clock and in ms since the epoch (`own_snapshot_began_within`, status
     /// `snapshot_read_since`).
@@ -121,6 +125,10 @@ pub struct Replicator {
     /// that is not the whole database: waiting does not cure it), and when; cleared by a
     /// build that succeeds. A sync reports it at once instead of timing out.
     build_failed: Mutex<Option<(std::time::Instant, String)>>,
+    /// Counts the shipper's steps (an upload, a failure, nothing left to seal): a sync waits
+    /// on `progress` for the next one instead of polling.
+    progress_seq: Mutex<u64>,
+    progress: parking_lot::Condvar,
     _alive: Alive,
 }
 
@@ -241,9 +249,14 @@ impl Replicator {
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
             maintaining: Default::default(),
+            maintenance_deciding: std::sync::atomic::AtomicBool::new(
+                compactor::Schedule::load(db_path, &config).pass_due_now(),
+            ),
             snapshot_holding: Default::default(),
             read_failed: Default::default(),
             build_failed: Default::default(),
+            progress_seq: Mutex::new(0),
+            progress: parking_lot::Condvar::new(),
             _alive: Alive::new(),
         });
         reg.insert(db_path.to_path_buf(), r.clone());
@@ -370,6 +383,7 @@ impl Replicator {
             Err(e) => Some((std::time::Instant::now(), e.clone())),
             Ok(()) => None,
         };
+        self.progressed();
         // Once the steps ran, their outcome stands: ending a read transaction changes
         // nothing (an upload done in it is done).
         match (out, result) {
@@ -414,6 +428,24 @@ impl Replicator {
     }
 
     /// The shipper built the next LTX file, or failed to (`Err`) on what the files hold.
+    /// The shipper took a step a sync may be waiting for.
+    fn progressed(&self) {
+        *self.progress_seq.lock() += 1;
+        self.progress.notify_all();
+    }
+
+    /// Waits for the shipper's next step after `seen` (see `progressed`), until `deadline`
+    /// at the latest, and at most a short while: a step nobody signals costs only that.
+    fn wait_for_progress(&self, seen: u64, deadline: std::time::Instant) {
+        let until = deadline.min(std::time::Instant::now() + Duration::from_millis(50));
+        let mut seq = self.progress_seq.lock();
+        while *seq == seen {
+            if self.progress.wait_until(&mut seq, until).timed_out() {
+                break;
+            }
+        }
+    }
+
     pub(crate) fn built(&self, result: Result<(), &std::io::Error>) {
         *self.build_failed.lock() = match result {
             Err(e) if capture::NotWholeDatabase::is(e) => {
@@ -421,6 +453,7 @@ impl Replicator {
             }
             _ => None,
         };
+        self.progressed();
     }
 
     /// Something was committed: let the shipper know.
@@ -454,6 +487,15 @@ impl Replicator {
                 "{}: closing with unshipped changes (kept locally for the next open): {e}",
                 self.db_path.display()
             );
+        }
+        // A maintenance pass due at the open, or in flight, ends first (bounded; past that,
+        // `closing` stops it at its current step).
+        let began = std::time::Instant::now();
+        while (self.maintenance_deciding.load(Ordering::SeqCst)
+            || self.maintaining.load(Ordering::SeqCst))
+            && began.elapsed() < CLOSE_FLUSH_TIMEOUT
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
         {
             let mut reg = REGISTRY.lock();
@@ -522,9 +564,17 @@ impl Replicator {
                 );
                 c.needs_full = true;
             }
+            // A close with nothing of its own to ship asks the store nothing: no lease, no
+            // listing (a connection per request would pay both each time). What the replica
+            // holds is what the position saved at the last upload says.
+            if why == SyncFor::LastFlush && !c.remote_known && c.has_nothing_to_ship() {
+                return Ok(c.last_txid);
+            }
             c.commits_captured
         };
         loop {
+            // Read before looking: a step taken after this wakes the wait below.
+            let seen = *self.progress_seq.lock();
             self.flush.store(true, Ordering::SeqCst);
             self.wake_now();
             let snapshot_waits = {
@@ -583,7 +633,7 @@ impl Replicator {
                         .unwrap_or_default()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            self.wait_for_progress(seen, deadline);
         }
     }
 
@@ -655,6 +705,11 @@ impl Replicator {
             return None;
         }
         Some(Maintaining(&self.maintaining))
+    }
+
+    /// Maintenance knows whether a pass is due now (and has begun it if so).
+    fn maintenance_decided(&self) {
+        self.maintenance_deciding.store(false, Ordering::SeqCst);
     }
 
     fn is_closing(&self) -> bool {

@@ -107,6 +107,8 @@ fn record_error(r: &Replicator, e: &dyn std::fmt::Display) {
         log::warn!("{}: {msg}", r.db_path.display());
     }
     stats.last_error = Some(msg);
+    drop(stats);
+    r.progressed();
 }
 
 /// A follower's loop: nothing to ship; take over when the owner goes.
@@ -313,6 +315,7 @@ async fn run(r: Arc<Replicator>) {
                     // Another writer replicates here: keep capturing locally, ship nothing,
                     // and look again soon (it may exit, or its lease expire).
                     r.capture.lock().remote_known = false;
+                    r.progressed();
                     tokio::time::sleep((r.config.lease_ttl / 3).min(Duration::from_secs(1))).await;
                     continue;
                 }
@@ -363,6 +366,7 @@ async fn run(r: Arc<Replicator>) {
                 // Nothing to seal yet (or not now: a rollback journal is live): the commit
                 // point wakes us.
                 r.flush.store(false, Ordering::SeqCst);
+                r.progressed();
                 let _ = tokio::time::timeout(Duration::from_millis(200), r.wake.notified()).await;
                 continue;
             }
@@ -435,6 +439,7 @@ async fn run(r: Arc<Replicator>) {
                 stats.last_error = None;
                 drop(stats);
                 r.uploaded.notify_one();
+                r.progressed();
             }
             Err(e) if e.is_precondition_failed() => {
                 // Someone else wrote this TXID: never overwrite; re-read where the replica is.

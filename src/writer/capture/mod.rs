@@ -639,6 +639,13 @@ impl Capture {
             || !self.queue.is_empty()
     }
 
+    /// Nothing captured, queued, pending or due since this process became the owner: the
+    /// replica holds what the position saved after the last upload says (a full snapshot
+    /// is due whenever that position is missing or the files moved past it).
+    pub fn has_nothing_to_ship(&mut self) -> bool {
+        self.commits_captured == 0 && !self.has_work(true) && !self.needs_consistent_read(true)
+    }
+
     pub fn pending_since_ms(&self) -> Option<i64> {
         let queued = self.queue.front().map(|q| q.first_commit_ms);
         let pending = self.pending.as_ref().map(|p| p.first_commit_ms);
