@@ -321,7 +321,7 @@ check_replicas() {
     fi
 }
 
-nfiles=0; ndiff=0; nunexpected=0
+nfiles=0; ndiff=0; nunexpected=0; nunseen=0
 for file in "${FILES[@]}"; do
     [ -e "$SRC/test/$file" ] || { echo "$file: no such test file" | tee -a "$RESULTS"; nfiles=$((nfiles+1)); ndiff=$((ndiff+1)); nunexpected=$((nunexpected+1)); continue; }
     mkdir -p "$RUNS/${file%.test}"
@@ -339,6 +339,10 @@ for file in "${FILES[@]}"; do
     [ "$init_errors" -gt 0 ] && extra=", $init_errors failed VFS installs"
     if [ $differs = 0 ] && [ $both_timeout = 1 ]; then
         verdict="not compared (both timed out)"
+    elif [ $differs = 0 ] && [ -n "${EXPECTED[$file]:-}" ]; then
+        # Listed, yet the same this time: the entry may be stale (or the difference rare).
+        verdict="same (an expected difference not seen this run: check its entry)"
+        nunseen=$((nunseen + 1))
     elif [ $differs = 0 ]; then
         verdict="same"
     elif [ -n "${EXPECTED[$file]:-}" ]; then
@@ -356,5 +360,5 @@ for file in "${FILES[@]}"; do
         rm -rf "$RUNS/${file%.test}/default" "$RUNS/${file%.test}/litestream" "$RUNS/${file%.test}/restored"
     fi
 done
-echo "sqlite-suite: $nfiles files, $ndiff differ" | tee -a "$RESULTS"
+echo "sqlite-suite: $nfiles files, $ndiff differ$([ "$nunseen" = 0 ] || echo ", $nunseen expected differences not seen")" | tee -a "$RESULTS"
 [ "$nunexpected" = 0 ]
