@@ -512,9 +512,9 @@ def test_rollback_refused_under_exclusive_locking(connect, tmp_path, mode):
 
 WRITER = r"""
 import sqlite3, sys, time, urllib.parse
-ext, db, url, ready, go = sys.argv[1:]
+ext, db, url, ready, go, ttl = sys.argv[1:]
 b = sqlite3.connect(':memory:'); b.enable_load_extension(True); b.load_extension(ext)
-c = sqlite3.connect(f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe="")}&min-interval=0&lease-ttl=30s',
+c = sqlite3.connect(f'file:{db}?vfs=litestream&replica={urllib.parse.quote(url, safe="")}&min-interval=0&lease-ttl={ttl}',
                     uri=True, isolation_level=None)
 c.execute('pragma user_version').fetchone()  # opened, empty: nothing to ship yet
 # A sync asks the store: it takes the lease (an open alone asks nothing of an empty replica).
@@ -545,7 +545,7 @@ def test_fork_refused_while_a_writer_holds_the_destination(ext_path, connect, tm
     n = txid_of(src, tmp_path / "src.db")
     src_dump = dump(tmp_path / "src.db")
     ready, go = tmp_path / "ready", tmp_path / "go"
-    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go)],
+    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go), "30s"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
@@ -594,7 +594,7 @@ def test_fork_fences_a_writer_whose_lease_lapsed(ext_path, connect, tmp_path):
     src.execute("insert into t(v) values('x')")
     n = txid_of(src, tmp_path / "src.db")
     ready, go = tmp_path / "ready", tmp_path / "go"
-    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go)],
+    w = subprocess.Popen([sys.executable, "-c", WRITER, ext_path, str(tmp_path / "w.db"), dst_url, str(ready), str(go), "3s"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20

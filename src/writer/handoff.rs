@@ -205,6 +205,10 @@ impl HandoffDir {
 
     pub fn publish_shipped(&self, mark: &ShippedMark) -> io::Result<()> {
         let bytes = serde_json::to_vec(mark).map_err(io::Error::other)?;
+        // Each open publishes it again: unchanged, it is not rewritten (a rename per open).
+        if fs::read(self.meta.join("shipped.json")).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
         let tmp = self.meta.join("shipped.tmp");
         fs::write(&tmp, bytes)?;
         fs::rename(tmp, self.meta.join("shipped.json"))
