@@ -234,6 +234,43 @@ def test_a_connection_that_only_reads_asks_the_store_nothing(connect, tmp_path, 
     assert sqlite3.connect(out).execute("select count(*) from t").fetchone()[0] == 6
 
 
+IDLE_AT_EXIT = r"""
+import sqlite3, sys, urllib.parse
+ext, base, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b = sqlite3.connect(':memory:'); b.enable_load_extension(True); b.load_extension(ext)
+cons = []
+for i in range(n):
+    url = urllib.parse.quote(f"{sys.argv[4]}/db{i}.db?endpoint={sys.argv[5]}&region=us-east-1", safe="")
+    c = sqlite3.connect(f"file:{base}/db{i}.db?vfs=litestream&replica={url}", uri=True)
+    assert c.execute("select count(*) from t").fetchone()[0] == 1
+    cons.append(c)
+print("open", flush=True)
+"""  # exits with every connection open: the exit flush runs
+
+
+def test_process_exit_with_databases_that_only_read_asks_the_store_nothing(ext_path, connect, tmp_path, monkeypatch, counting_store):
+    """A process exiting with connections open flushes every database (bounded): one with
+    nothing to ship costs no request, however many there are."""
+    url, handler = counting_store
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    n = 10
+    for i in range(n):
+        db = tmp_path / f"db{i}.db"
+        replica = f"s3://bkt/exit/db{i}.db?endpoint={url}&region=us-east-1"
+        con = open_replicated(connect, db, replica)
+        con.execute("create table t(x)")
+        con.execute("insert into t values(1)")
+        con.close()
+        # The next open runs the maintenance these writes left due; after it, nothing is due.
+        open_replicated(connect, db, replica).close()
+    handler.count = 0
+    r = subprocess.run([sys.executable, "-c", IDLE_AT_EXIT, ext_path, str(tmp_path), str(n), "s3://bkt/exit", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "open" in r.stdout, r.stderr
+    assert handler.count == 0, f"{handler.count} requests at the exit of {n} databases that only read"
+
+
 def test_idle_database_costs_no_requests(connect, tmp_path, monkeypatch, counting_store):
     """Once maintenance has settled, an idle database makes no request at all (its lease
     lapses); the next commit wakes it."""
