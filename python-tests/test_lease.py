@@ -217,7 +217,7 @@ def test_a_connection_that_only_reads_asks_the_store_nothing(connect, tmp_path, 
     assert con.execute("select count(*) from t").fetchone()[0] == 5
     con.close()  # waits for the maintenance pass the writes left due
     record = json.loads((tmp_path / ".reads.db-litestream" / "maintenance.json").read_text())
-    assert record["ran_txid"] == [txid] * len(record["ran_txid"]), record
+    assert record["covered_txid"] == [txid] * len(record["covered_txid"]), record
     handler.count = 0
     for _ in range(20):
         con = open_replicated(connect, db, replica)
@@ -232,6 +232,41 @@ def test_a_connection_that_only_reads_asks_the_store_nothing(connect, tmp_path, 
     out = tmp_path / "restored.db"
     restore(connect(), replica, out)
     assert sqlite3.connect(out).execute("select count(*) from t").fetchone()[0] == 6
+
+
+def test_with_the_store_down_only_one_open_per_boundary_tries_maintenance(connect, tmp_path, monkeypatch):
+    """A connection per request that only reads, the store down (every connection reset):
+    the first open tries the maintenance the writes left due, and its close waits for that
+    try; the next opens ask the store nothing (not one try each, each making its close
+    wait). Once the store is back, a writing connection ships, and the replica restores."""
+    store = Store("moto", tmp_path)
+    for k, v in store.env().items():
+        monkeypatch.setenv(k, v)
+    faulty = FaultyStore(store.endpoint, every=1)
+    replica = faulty.s3_url(store.bucket, f"{os.urandom(8).hex()}/down.db")
+    db = tmp_path / "down.db"
+    con = open_replicated(connect, db, replica)
+    con.execute("pragma journal_mode=wal")
+    con.execute("create table t(x)")
+    con.execute("insert into t values(1)")
+    con.close()
+    faulty.set("reset")
+    open_replicated(connect, db, replica).close()
+    assert faulty.faults > 0, "the first open did not try the maintenance that was due"
+    tried = faulty.requests
+    for _ in range(10):
+        con = open_replicated(connect, db, replica)
+        assert con.execute("select count(*) from t").fetchone()[0] == 1
+        con.close()
+    assert faulty.requests == tried, f"{faulty.requests - tried} requests while the store was down"
+    faulty.set(None)
+    con = open_replicated(connect, db, replica)
+    con.execute("insert into t values(2)")
+    con.close()
+    out = tmp_path / "restored.db"
+    restore(connect(), replica, out)
+    assert sqlite3.connect(out).execute("select count(*) from t").fetchone()[0] == 2
+    faulty.close()
 
 
 IDLE_AT_EXIT = r"""

@@ -108,10 +108,10 @@ impl Schedule {
                 retention_until_ms: if shipped_at_start > 0 { now } else { 0 },
                 ..MaintenanceRecord::default()
             });
-        record.ran_ms.resize(levels + 1, 0);
-        record.ran_txid.resize(levels + 1, 0);
+        record.tried_ms.resize(levels + 1, 0);
+        record.covered_txid.resize(levels + 1, 0);
         let unseen: Vec<bool> = (0..=levels)
-            .map(|i| record.ran_txid[i] < shipped_at_start)
+            .map(|i| record.covered_txid[i] < shipped_at_start)
             .collect();
         let intervals = cfg.levels.iter().chain([&cfg.snapshot_interval]);
         let due = intervals
@@ -124,7 +124,7 @@ impl Schedule {
                 };
                 let last_boundary =
                     next_boundary(now, *interval, offset) - interval.as_millis() as i64;
-                if unseen[i] && record.ran_ms[i] < last_boundary {
+                if unseen[i] && record.tried_ms[i] < last_boundary {
                     now
                 } else {
                     next
@@ -133,8 +133,8 @@ impl Schedule {
             .collect();
         let retention_every = retention_every(cfg);
         let retention_unseen = record.retention_ran_ms < record.retention_until_ms;
-        let retention_due = if retention_unseen && now >= record.retention_ran_ms + retention_every
-        {
+        let last_try = record.retention_ran_ms.max(record.retention_tried_ms);
+        let retention_due = if retention_unseen && now >= last_try + retention_every {
             now
         } else {
             now + retention_every
@@ -289,6 +289,18 @@ async fn run(r: Arc<Replicator>) {
             return; // closed while waiting for a slot
         };
         r.maintenance_decided();
+        // Tried now, whatever comes of it: a failing store (or another writer's lease) gets
+        // one try per boundary, not one at every open, each making its close wait.
+        for &level in &todo {
+            record.tried_ms[level as usize - 1] = now;
+        }
+        if snapshot_now {
+            record.tried_ms[levels] = now;
+        }
+        if retention_now {
+            record.retention_tried_ms = now;
+        }
+        save_record(&r, &mut meta, &record);
         // Only the lease holder maintains the replica (taking the lease if it is free).
         if cfg.lease && !matches!(super::shipper::hold_lease(&r).await, Ok(true)) {
             continue;
@@ -326,8 +338,7 @@ async fn run(r: Arc<Replicator>) {
             // A failed run tries again at the next boundary.
             unseen[l - 1] = done.is_err();
             if done.is_ok() {
-                record.ran_ms[l - 1] = now;
-                record.ran_txid[l - 1] = covered;
+                record.covered_txid[l - 1] = covered;
             }
             record.retention_until_ms = seen.retention_until_ms;
             save_record(&r, &mut meta, &record);
@@ -354,8 +365,7 @@ async fn run(r: Arc<Replicator>) {
             }
             unseen[levels] = done.is_err();
             if done.is_ok() {
-                record.ran_ms[levels] = now;
-                record.ran_txid[levels] = covered;
+                record.covered_txid[levels] = covered;
             }
             record.retention_until_ms = seen.retention_until_ms;
             save_record(&r, &mut meta, &record);
@@ -672,9 +682,10 @@ mod tests {
 
     fn ran(at_ms: i64, txid: u64) -> MaintenanceRecord {
         MaintenanceRecord {
-            ran_ms: vec![at_ms; 4],
-            ran_txid: vec![txid; 4],
+            tried_ms: vec![at_ms; 4],
+            covered_txid: vec![txid; 4],
             retention_ran_ms: at_ms,
+            retention_tried_ms: at_ms,
             retention_until_ms: at_ms,
         }
     }
@@ -692,6 +703,21 @@ mod tests {
         let mut record = ran(now_millis() - 3_600_000, 5);
         record.retention_until_ms = now_millis();
         assert!(schedule_at(5, Some(record)).pass_due_now());
+    }
+
+    #[test]
+    fn a_pass_that_failed_is_tried_again_at_the_next_boundary_not_at_every_open() {
+        // Tried just now (the store was down): nothing covered, nothing due before a boundary.
+        let mut record = ran(now_millis(), 0);
+        record.retention_ran_ms = 0;
+        record.retention_until_ms = now_millis();
+        let s = schedule_at(7, Some(record.clone()));
+        assert!(!s.pass_due_now());
+        assert!(s.unseen.iter().all(|&u| u) && s.retention_unseen);
+        // A boundary later it is due again, retention too.
+        record.tried_ms = vec![now_millis() - 60_000; 4];
+        record.retention_tried_ms = now_millis() - 60_000;
+        assert!(schedule_at(7, Some(record)).pass_due_now());
     }
 
     #[test]

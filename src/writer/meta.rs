@@ -59,10 +59,14 @@ pub struct SavedState {
 /// open. Index `i` of the vectors: level `i + 1`; the last index: snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceRecord {
-    /// When each schedule last ran (ms since the epoch) and the replica TXID it covered.
-    pub ran_ms: Vec<i64>,
-    pub ran_txid: Vec<u64>,
+    /// When each schedule last ran or tried to (ms since the epoch: a failing store gets one
+    /// try per boundary, not one per open), and the replica TXID its last success covered.
+    pub tried_ms: Vec<i64>,
+    pub covered_txid: Vec<u64>,
+    /// When retention last succeeded, and last tried.
     pub retention_ran_ms: i64,
+    #[serde(default)]
+    pub retention_tried_ms: i64,
     /// Until when retention has work (files compacted by then become deletable up to it).
     pub retention_until_ms: i64,
 }
