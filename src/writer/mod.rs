@@ -427,7 +427,6 @@ impl Replicator {
             .is_some_and(|(began, _)| began.elapsed() < budget)
     }
 
-    /// The shipper built the next LTX file, or failed to (`Err`) on what the files hold.
     /// The shipper took a step a sync may be waiting for.
     fn progressed(&self) {
         *self.progress_seq.lock() += 1;
@@ -446,6 +445,7 @@ impl Replicator {
         }
     }
 
+    /// The shipper built the next LTX file, or failed to (`Err`) on what the files hold.
     pub(crate) fn built(&self, result: Result<(), &std::io::Error>) {
         *self.build_failed.lock() = match result {
             Err(e) if capture::NotWholeDatabase::is(e) => {
