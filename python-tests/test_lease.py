@@ -269,36 +269,6 @@ def test_with_the_store_down_only_one_open_per_boundary_tries_maintenance(connec
     faulty.close()
 
 
-def test_the_conditional_write_probe_runs_once_per_database_and_process(connect, tmp_path, monkeypatch):
-    """Each open of a database makes a new replicator; the probe (about 7 requests) is not
-    made again by each: a connection per request that writes pays the lease and the
-    upload, not the probe."""
-    store = Store("moto", tmp_path)
-    for k, v in store.env().items():
-        monkeypatch.setenv(k, v)
-    front = FaultyStore(store.endpoint)
-    replica = front.s3_url(store.bucket, f"{os.urandom(8).hex()}/probe.db")
-    db = tmp_path / "probe.db"
-
-    def probes():
-        return sum(".litestream-probe-" in p for p in front.paths)
-
-    for i in range(5):
-        con = open_replicated(connect, db, replica)
-        if i == 0:
-            con.execute("create table t(x)")
-        con.execute("insert into t values(?)", (i,))
-        con.close()
-        if i == 0:
-            first = probes()
-            assert first > 0, front.paths
-    assert probes() == first, [p for p in front.paths if "probe" in p]
-    out = tmp_path / "restored.db"
-    restore(connect(), replica, out)
-    assert sqlite3.connect(out).execute("select count(*) from t").fetchone()[0] == 5
-    front.close()
-
-
 IDLE_AT_EXIT = r"""
 import sqlite3, sys, urllib.parse
 ext, base, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -333,13 +333,6 @@ impl Store {
 
     /// Checks, with a scratch object, whether the store really honours conditional writes.
     /// Stores that ignore them (Garage, s3rver) would let two writers both win a lease.
-    /// Takes what an earlier probe of the same store found, instead of probing again.
-    pub fn assume_conditional_support(&self, known: &ConditionalSupport) {
-        if let Self::S3(s) = self {
-            s.assume_conditional_support(known);
-        }
-    }
-
     pub async fn probe_conditional_writes(&self) -> Result<ConditionalSupport> {
         match self {
             // Local files: made atomic by a directory lock (see FileStore).

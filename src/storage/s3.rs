@@ -651,12 +651,6 @@ impl S3Store {
     }
 
     /// Exercises conditional writes on a scratch object under the replica prefix.
-    /// What an earlier probe of this store found (see `Store::known_conditional_support`).
-    pub fn assume_conditional_support(&self, known: &ConditionalSupport) {
-        self.unquoted_etag
-            .store(known.unquoted_etag, Ordering::Relaxed);
-    }
-
     pub async fn probe_conditional_writes(&self) -> Result<ConditionalSupport> {
         let key = format!(".litestream-probe-{:016x}", rand::random::<u64>());
         let result = self.probe(&key).await;

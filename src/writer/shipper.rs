@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::capture::{Location, Queued, Stillness};
 use super::Replicator;
-use crate::storage::{ConditionalSupport, PutCondition, StorageError, WrittenBody};
+use crate::storage::{PutCondition, StorageError, WrittenBody};
 
 /// Longest pause between retries of a failing upload.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -30,24 +30,6 @@ async fn remote_position(r: &Replicator) -> Result<u64, StorageError> {
     Ok(files.iter().map(|f| f.max_txid).max().unwrap_or(0))
 }
 
-/// What the conditional-write probe found for a database and its replica, kept for the
-/// process: each open of the database makes a new replicator, and the probe costs about 7
-/// requests. Keyed by database too, not by store alone: a store is not expected to change
-/// behaviour under a running process, but two stores met at one address over time (a test's
-/// proxies on reused ports) must not share a verdict.
-static PROBED: std::sync::LazyLock<
-    parking_lot::Mutex<std::collections::HashMap<(std::path::PathBuf, String), ConditionalSupport>>,
-> = std::sync::LazyLock::new(Default::default);
-
-fn probed_before(r: &Replicator) -> Option<ConditionalSupport> {
-    let known = PROBED
-        .lock()
-        .get(&(r.db_path.clone(), r.store.describe()))
-        .cloned()?;
-    r.store.assume_conditional_support(&known);
-    Some(known)
-}
-
 /// Holds the lease (first checking, once, that the store honours conditional writes: one
 /// that ignores them would let two writers both win). Returns whether we may ship.
 pub(super) async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
@@ -56,17 +38,14 @@ pub(super) async fn hold_lease(r: &Replicator) -> Result<bool, StorageError> {
         return Ok(false);
     }
     let known = r.conditional.lock().clone();
-    let support = match known.or_else(|| probed_before(r)) {
+    let support = match known {
         Some(s) => s,
         None => {
             let s = r.store.probe_conditional_writes().await?;
-            PROBED
-                .lock()
-                .insert((r.db_path.clone(), r.store.describe()), s.clone());
+            *r.conditional.lock() = Some(s.clone());
             s
         }
     };
-    *r.conditional.lock() = Some(support.clone());
     if !support.is_sufficient() {
         let msg = format!(
             "{} does not honour conditional writes (If-None-Match/If-Match ignored): two writers could overwrite each other, so nothing is replicated; set lease=off (URI) or LITESTREAM_LEASE=off to replicate without a lease at your own risk",
