@@ -101,17 +101,19 @@ impl Schedule {
         let meta = MetaDir::for_database(db_path);
         let levels = cfg.levels.len();
         let shipped_at_start = meta.load_state().map_or(0, |s| s.txid);
-        let mut record = meta
-            .load_maintenance()
-            .unwrap_or_else(|| MaintenanceRecord {
-                // Written before this record existed: retention may have work (one run).
-                retention_until_ms: if shipped_at_start > 0 { now } else { 0 },
-                ..MaintenanceRecord::default()
-            });
+        let recorded = meta.load_maintenance();
+        // No record yet (a new database, or written before records existed): every
+        // schedule runs at its first boundary, as after any restart before records.
+        let first_run = recorded.is_none();
+        let mut record = recorded.unwrap_or_else(|| MaintenanceRecord {
+            // Written before this record existed: retention may have work (one run).
+            retention_until_ms: if shipped_at_start > 0 { now } else { 0 },
+            ..MaintenanceRecord::default()
+        });
         record.tried_ms.resize(levels + 1, 0);
         record.covered_txid.resize(levels + 1, 0);
         let unseen: Vec<bool> = (0..=levels)
-            .map(|i| record.covered_txid[i] < shipped_at_start)
+            .map(|i| first_run || record.covered_txid[i] < shipped_at_start)
             .collect();
         let intervals = cfg.levels.iter().chain([&cfg.snapshot_interval]);
         let due = intervals
@@ -124,7 +126,7 @@ impl Schedule {
                 };
                 let last_boundary =
                     next_boundary(now, *interval, offset) - interval.as_millis() as i64;
-                if unseen[i] && record.tried_ms[i] < last_boundary {
+                if record.covered_txid[i] < shipped_at_start && record.tried_ms[i] < last_boundary {
                     now
                 } else {
                     next

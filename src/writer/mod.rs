@@ -112,6 +112,9 @@ pub struct Replicator {
     /// earlier, shorter opens left overdue): the last close waits for that decision, then
     /// for the pass, so even a database open for moments at a time gets maintained.
     maintenance_deciding: std::sync::atomic::AtomicBool,
+    /// A pass was due at the open: the last close waits for the pass in flight to end
+    /// (bounded), not only for its current step.
+    maintenance_due_at_open: bool,
     /// While that read holds its read lock (its steps run): since when, by the monotonic
     /// clock and in ms since the epoch (`own_snapshot_began_within`, status
     /// `snapshot_read_since`).
@@ -231,6 +234,7 @@ impl Replicator {
                 db_path.display()
             )
         })?;
+        let due_at_open = compactor::Schedule::load(db_path, &config).pass_due_now();
         let r = Arc::new(Self {
             db_path: db_path.to_path_buf(),
             config: config.clone(),
@@ -249,9 +253,8 @@ impl Replicator {
             conditional: Mutex::new(None),
             snapshot_reading: Default::default(),
             maintaining: Default::default(),
-            maintenance_deciding: std::sync::atomic::AtomicBool::new(
-                compactor::Schedule::load(db_path, &config).pass_due_now(),
-            ),
+            maintenance_deciding: std::sync::atomic::AtomicBool::new(due_at_open),
+            maintenance_due_at_open: due_at_open,
             snapshot_holding: Default::default(),
             read_failed: Default::default(),
             build_failed: Default::default(),
@@ -488,11 +491,11 @@ impl Replicator {
                 self.db_path.display()
             );
         }
-        // A maintenance pass due at the open, or in flight, ends first (bounded; past that,
-        // `closing` stops it at its current step).
+        // A maintenance pass due at the open ends first (bounded; past that, `closing` stops
+        // it at its current step, as it stops any other pass in flight).
         let began = std::time::Instant::now();
         while (self.maintenance_deciding.load(Ordering::SeqCst)
-            || self.maintaining.load(Ordering::SeqCst))
+            || (self.maintenance_due_at_open && self.maintaining.load(Ordering::SeqCst)))
             && began.elapsed() < CLOSE_FLUSH_TIMEOUT
         {
             std::thread::sleep(Duration::from_millis(1));
